@@ -1,0 +1,1 @@
+"""Executions: runs of a flow version (FlowExecution) and attempts of its tasks (TaskExecution)."""

@@ -1,0 +1,133 @@
+"""FlowExecution (one run of a pinned flow version) and TaskExecution (one attempt of one task)."""
+
+from __future__ import annotations
+
+from django.db import models
+
+from flowplatform.tenancy.models import TenantOwned
+from flows.models import Flow, FlowVersion
+
+MODIFIED_BY_HELP = (
+    "Identifier of the actor who last modified this record. 'system' for worker-initiated "
+    "changes, a user's UUID, or an integration identifier."
+)
+
+
+class FlowExecutionStatus(models.TextChoices):
+    QUEUED = "queued"
+    RUNNING = "running"
+    IN_PROGRESS = "in_progress"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    DELETED = "deleted"
+    STALE = "stale"
+
+
+class TaskExecutionStatus(models.TextChoices):
+    QUEUED = "queued"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    DELETED = "deleted"
+    STALE = "stale"
+
+
+class FlowExecution(TenantOwned):
+    Status = FlowExecutionStatus
+
+    flow = models.ForeignKey(Flow, on_delete=models.PROTECT, related_name="executions")
+    flow_version = models.ForeignKey(
+        FlowVersion,
+        on_delete=models.PROTECT,
+        related_name="executions",
+        help_text="The flow version this execution runs; pinned when it is created.",
+    )
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
+    input = models.JSONField(null=True, blank=True, help_text="The flow's input.")
+    task_outputs_summary = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="Recomputed whenever a task output changes: each task's current summary "
+        "under `tasks`, and the number of current outputs by status under `status_counts`.",
+    )
+    modified_by = models.CharField(max_length=200, default="system", help_text=MODIFIED_BY_HELP)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(status__in=FlowExecutionStatus.values),
+                name="flow_execution_status_valid",
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["organization", "created_at"]),
+            models.Index(fields=["organization", "status"]),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.flow_id} execution {self.id}"
+
+
+class TaskExecution(TenantOwned):
+    """One attempt of one task. Attempts are never overwritten: a re-run adds idx+1."""
+
+    Status = TaskExecutionStatus
+
+    flow_execution = models.ForeignKey(
+        FlowExecution,
+        on_delete=models.CASCADE,
+        related_name="task_executions",
+        help_text="ID of the parent flow execution containing this task.",
+    )
+    task_name = models.CharField(
+        max_length=200,
+        help_text="Name of the task as defined in the flow definition YAML. Case-sensitive.",
+    )
+    task_execution_idx = models.PositiveIntegerField(
+        default=0,
+        help_text="Zero-based attempt index: 0 for the first run, +1 for every retry, "
+        "re-execution or loop iteration of the same task.",
+    )
+    status = models.CharField(
+        max_length=16,
+        choices=Status.choices,
+        default=Status.QUEUED,
+        help_text="Current execution state of the task.",
+    )
+    input = models.JSONField(
+        null=True, blank=True, help_text="Input parameters provided to the task executor."
+    )
+    output = models.JSONField(null=True, blank=True, help_text="What the task produced.")
+    error = models.JSONField(null=True, blank=True, help_text="Why the task failed, if it did.")
+    modified_by = models.CharField(max_length=200, default="system", help_text=MODIFIED_BY_HELP)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["flow_execution", "task_name", "task_execution_idx"],
+                name="task_execution_attempt_unique",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(task_execution_idx__gte=0), name="task_execution_idx_gte_0"
+            ),
+            models.CheckConstraint(
+                condition=~models.Q(task_name=""), name="task_execution_name_not_empty"
+            ),
+            models.CheckConstraint(
+                condition=models.Q(status__in=TaskExecutionStatus.values),
+                name="task_execution_status_valid",
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["organization", "created_at"]),
+            models.Index(fields=["organization", "status"]),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.task_name}#{self.task_execution_idx}"

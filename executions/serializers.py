@@ -1,0 +1,161 @@
+"""Wire format of flow executions and task executions (seed page 000)."""
+
+from __future__ import annotations
+
+from rest_framework import serializers
+
+from executions.models import FlowExecution, TaskExecution
+from flowplatform.api.serializers import StrictSerializer, modified_by_field, server_set_field
+
+TE = TaskExecution._meta
+
+FLOW_EXECUTION_ID_HELP = (
+    "ID of the parent flow execution containing this task. Establishes the execution hierarchy "
+    "and determines organization scope. All tasks in a flow execution share the same "
+    "flow_execution_id."
+)
+ORGANIZATION_ID_HELP = (
+    "ID of the organization owning this task execution. Inherited from parent flow execution "
+    "for tenant isolation. All task executions are scoped to a single organization."
+)
+ID_HELP = (
+    "Unique identifier for this task execution. Auto-generated UUID assigned at creation time. "
+    "Used for direct resource access via GET /task-executions/{id}."
+)
+STATUS_HELP = (
+    "Current execution state of the task: queued, running, completed, failed, deleted, stale. "
+    "Transitions: queued → running → completed | failed; any → deleted (soft delete, hidden "
+    "from lists); completed/failed → stale (data outdated). A deleted attempt cannot change."
+)
+UPDATED_AT_LOCK_HELP = (
+    "Optimistic lock: send the updated_at you read. If the stored value differs, the update is "
+    "refused with 409 and the current record. Omit it for last-write-wins."
+)
+
+
+class FlowExecutionSerializer(serializers.ModelSerializer):
+    organization_id = serializers.UUIDField(read_only=True)
+    flow_id = serializers.UUIDField(read_only=True)
+    flow_version = serializers.IntegerField(
+        source="flow_version.version",
+        read_only=True,
+        min_value=1,
+        help_text="Number of the flow version this execution runs (pinned at creation).",
+    )
+
+    class Meta:
+        model = FlowExecution
+        fields = [
+            "id",
+            "organization_id",
+            "flow_id",
+            "flow_version",
+            "status",
+            "input",
+            "task_outputs_summary",
+            "modified_by",
+            "created_at",
+            "updated_at",
+        ]
+        read_only_fields = fields
+
+
+class TaskExecutionSerializer(serializers.ModelSerializer):
+    """The representation every endpoint returns."""
+
+    id = serializers.UUIDField(read_only=True, help_text=ID_HELP)
+    flow_execution_id = serializers.UUIDField(read_only=True, help_text=FLOW_EXECUTION_ID_HELP)
+    organization_id = serializers.UUIDField(read_only=True, help_text=ORGANIZATION_ID_HELP)
+    status = serializers.ChoiceField(
+        choices=TaskExecution.Status.choices, read_only=True, help_text=STATUS_HELP
+    )
+    modified_by = modified_by_field(read_only=True)
+
+    class Meta:
+        model = TaskExecution
+        fields = [
+            "id",
+            "flow_execution_id",
+            "organization_id",
+            "task_name",
+            "task_execution_idx",
+            "status",
+            "input",
+            "output",
+            "error",
+            "modified_by",
+            "created_at",
+            "updated_at",
+        ]
+        read_only_fields = fields
+
+
+class _TaskExecutionWriteFields(StrictSerializer):
+    task_name = serializers.CharField(
+        min_length=1,
+        max_length=200,
+        trim_whitespace=False,
+        help_text=TE.get_field("task_name").help_text,
+    )
+    input = serializers.JSONField(
+        required=False, allow_null=True, help_text=TE.get_field("input").help_text
+    )
+    output = serializers.JSONField(
+        required=False, allow_null=True, help_text=TE.get_field("output").help_text
+    )
+    error = serializers.JSONField(
+        required=False, allow_null=True, help_text=TE.get_field("error").help_text
+    )
+    modified_by = modified_by_field(required=False)
+    created_at = server_set_field(serializers.DateTimeField, "When the attempt was created.")
+
+
+class TaskExecutionCreateSerializer(_TaskExecutionWriteFields):
+    """POST /task-executions. Without task_execution_idx the attempt is the task's next one."""
+
+    ignored_fields = ("id", "created_at", "updated_at")
+
+    id = server_set_field(serializers.UUIDField, ID_HELP)
+    flow_execution_id = serializers.UUIDField(help_text=FLOW_EXECUTION_ID_HELP)
+    organization_id = serializers.UUIDField(help_text=ORGANIZATION_ID_HELP)
+    task_execution_idx = serializers.IntegerField(
+        required=False,
+        min_value=0,
+        max_value=2**31 - 1,
+        help_text=TE.get_field("task_execution_idx").help_text + " Default: the next index.",
+    )
+    status = serializers.ChoiceField(
+        choices=TaskExecution.Status.choices,
+        default=TaskExecution.Status.QUEUED,
+        help_text=STATUS_HELP,
+    )
+    updated_at = server_set_field(serializers.DateTimeField, "When the attempt last changed.")
+
+
+class TaskExecutionUpdateSerializer(_TaskExecutionWriteFields):
+    """PUT (every required field of the seed) and PATCH (any subset) of /task-executions/{id}.
+
+    Identity fields (id, flow_execution_id, organization_id, task_name, task_execution_idx) must
+    equal the stored ones. Optional fields left out keep their stored values.
+    """
+
+    ignored_fields = ("created_at",)
+
+    id = serializers.UUIDField(help_text=ID_HELP)
+    flow_execution_id = serializers.UUIDField(help_text=FLOW_EXECUTION_ID_HELP)
+    organization_id = serializers.UUIDField(help_text=ORGANIZATION_ID_HELP)
+    task_execution_idx = serializers.IntegerField(
+        min_value=0, max_value=2**31 - 1, help_text=TE.get_field("task_execution_idx").help_text
+    )
+    status = serializers.ChoiceField(choices=TaskExecution.Status.choices, help_text=STATUS_HELP)
+    updated_at = serializers.DateTimeField(
+        required=False, allow_null=True, help_text=UPDATED_AT_LOCK_HELP
+    )
+
+
+class ExecuteFlowQuerySerializer(serializers.Serializer):
+    execute_flow = serializers.BooleanField(
+        default=False,
+        help_text="Whether to re-execute downstream tasks after updating this task execution. "
+        "Default: false for safety (explicit opt-in for re-execution).",
+    )

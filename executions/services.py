@@ -1,0 +1,154 @@
+"""Writes to flow executions and task executions. Every edge (API, admin, commands) calls these."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from django.db import IntegrityError, transaction
+from django.db.models import Max
+
+from executions.models import FlowExecution, TaskExecution
+from flowplatform.exceptions import FLOW_EXECUTION_NOT_FOUND, Conflict, InvalidInput, NotFound
+from flowplatform.records import apply_update
+from flowplatform.tenancy.models import Organization
+from flows.models import Flow, FlowVersion
+
+# Fields of a task execution a client may change; everything else is identity or server-set.
+TASK_EXECUTION_MUTABLE_FIELDS = ("status", "input", "output", "error")
+
+
+def get_flow_execution_for_write(
+    organization: Organization, flow_execution_id: uuid.UUID | str
+) -> FlowExecution:
+    """The organization's flow execution, row-locked until the transaction ends.
+
+    Locking the flow execution first is the lock order for every write to its tasks, so
+    concurrent changes to one flow execution serialize instead of deadlocking.
+    """
+    flow_execution = (
+        FlowExecution.objects.select_for_update()
+        .filter(organization=organization, pk=flow_execution_id)
+        .first()
+    )
+    if flow_execution is None:
+        raise NotFound(FLOW_EXECUTION_NOT_FOUND)
+    return flow_execution
+
+
+@transaction.atomic
+def create_flow_execution(
+    organization: Organization,
+    flow: Flow,
+    *,
+    input: Any = None,
+    version: int | None = None,
+    actor: str = "system",
+) -> FlowExecution:
+    """A queued flow execution pinned to `version` of `flow` (the latest by default)."""
+    if flow.organization_id != organization.id:
+        raise NotFound("Flow not found")
+    if flow.deleted_at is not None:
+        raise Conflict("the flow is deleted; restore it or create a new one")
+    if version is None:
+        flow_version = flow.current_version
+    else:
+        flow_version = FlowVersion.objects.filter(flow=flow, version=version).first()
+        if flow_version is None:
+            raise InvalidInput.field("flow_version", f"the flow has no version {version}")
+    return FlowExecution.objects.create(
+        organization=organization,
+        flow=flow,
+        flow_version=flow_version,
+        input=input,
+        modified_by=actor,
+    )
+
+
+def delete_flow_execution(flow_execution: FlowExecution, *, actor: str) -> FlowExecution:
+    """Soft delete: status `deleted`, hidden from lists, kept for the audit trail."""
+    if flow_execution.status != FlowExecution.Status.DELETED:
+        flow_execution.status = FlowExecution.Status.DELETED
+        flow_execution.modified_by = actor
+        flow_execution.save(update_fields=["status", "modified_by", "updated_at"])
+    return flow_execution
+
+
+@transaction.atomic
+def create_task_execution(
+    organization: Organization,
+    *,
+    flow_execution_id: uuid.UUID,
+    task_name: str,
+    task_execution_idx: int | None = None,
+    status: str = TaskExecution.Status.QUEUED,
+    input: Any = None,
+    output: Any = None,
+    error: Any = None,
+    actor: str,
+) -> TaskExecution:
+    """Record an attempt. Without an idx, it becomes the task's next attempt (max + 1, or 0)."""
+    flow_execution = get_flow_execution_for_write(organization, flow_execution_id)
+    if flow_execution.status == FlowExecution.Status.DELETED:
+        raise Conflict("the flow execution is deleted; it takes no new task executions")
+    if status == TaskExecution.Status.DELETED:
+        raise InvalidInput.field("status", "a task execution cannot be created as deleted")
+    if task_execution_idx is None:
+        latest = flow_execution.task_executions.filter(task_name=task_name).aggregate(
+            latest=Max("task_execution_idx")
+        )["latest"]
+        task_execution_idx = 0 if latest is None else latest + 1
+    try:
+        with transaction.atomic():
+            return TaskExecution.objects.create(
+                organization=organization,
+                flow_execution=flow_execution,
+                task_name=task_name,
+                task_execution_idx=task_execution_idx,
+                status=status,
+                input=input,
+                output=output,
+                error=error,
+                modified_by=actor,
+            )
+    except IntegrityError:
+        raise Conflict(
+            f"task '{task_name}' already has an attempt with task_execution_idx "
+            f"{task_execution_idx} in this flow execution",
+            {"task_name": task_name, "task_execution_idx": task_execution_idx},
+        ) from None
+
+
+@transaction.atomic
+def update_task_execution(
+    task_execution: TaskExecution,
+    *,
+    changes: dict[str, Any],
+    identity: dict[str, Any],
+    expected_updated_at: datetime | None,
+    actor: str,
+) -> TaskExecution:
+    """Apply `changes` (a subset of the mutable fields) to the stored attempt.
+
+    `identity` holds the identity fields the client sent; each must equal the stored value.
+    `expected_updated_at` is the optimistic lock (None: last write wins).
+    """
+    get_flow_execution_for_write(task_execution.organization, task_execution.flow_execution_id)
+    return apply_update(
+        task_execution,
+        mutable_fields=TASK_EXECUTION_MUTABLE_FIELDS,
+        changes=changes,
+        identity=identity,
+        expected_updated_at=expected_updated_at,
+        actor=actor,
+    )
+
+
+def delete_task_execution(task_execution: TaskExecution, *, actor: str) -> TaskExecution:
+    """Soft delete: the attempt stays, with status `deleted`, hidden from lists."""
+    if task_execution.status != TaskExecution.Status.DELETED:
+        task_execution.status = TaskExecution.Status.DELETED
+        task_execution.modified_by = actor
+        task_execution.save(update_fields=["status", "modified_by", "updated_at"])
+    return task_execution

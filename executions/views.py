@@ -1,0 +1,107 @@
+"""HTTP for /flow-executions and /task-executions."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
+from rest_framework import mixins, status
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from executions import services
+from executions.filters import FlowExecutionFilterSet, TaskExecutionFilterSet
+from executions.models import FlowExecution, TaskExecution
+from executions.serializers import (
+    ExecuteFlowQuerySerializer,
+    FlowExecutionSerializer,
+    TaskExecutionCreateSerializer,
+    TaskExecutionSerializer,
+    TaskExecutionUpdateSerializer,
+)
+from flowplatform.api.errors import RequestValidationError
+from flowplatform.api.views import RecordWriteMixin, TenantViewSet
+from flowplatform.exceptions import FLOW_EXECUTION_NOT_FOUND
+
+
+@extend_schema_view(
+    list=extend_schema(summary="List flow executions"),
+    retrieve=extend_schema(summary="Get a flow execution with its task output summaries"),
+    destroy=extend_schema(summary="Soft-delete a flow execution (status becomes deleted)"),
+)
+class FlowExecutionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantViewSet):
+    """Runs of a flow: each pins the flow version it runs and carries its output summaries."""
+
+    queryset = FlowExecution.objects.select_related("flow_version")
+    serializer_class = FlowExecutionSerializer
+    filterset_class = FlowExecutionFilterSet
+    not_found_message = FLOW_EXECUTION_NOT_FOUND
+
+    def destroy(self, request: Request, pk: str) -> Response:
+        services.delete_flow_execution(self.get_object(), actor=request.user.actor)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+@extend_schema_view(
+    list=extend_schema(summary="List task executions with filtering"),
+    retrieve=extend_schema(summary="Get a task execution"),
+    create=extend_schema(
+        summary="Create new task execution",
+        request=TaskExecutionCreateSerializer,
+        responses={201: TaskExecutionSerializer},
+    ),
+    update=extend_schema(
+        summary="Update task execution and optionally re-execute flow",
+        description=(
+            "Updates a task execution's output, status, or other fields. Identity fields must "
+            "equal the stored ones. Concurrency: optimistic locking via `updated_at` — send the "
+            "value you read to get 409 instead of overwriting a newer change; omit it for "
+            "last-write-wins. `execute_flow` is validated as a boolean (default false)."
+        ),
+        request=TaskExecutionUpdateSerializer,
+        parameters=[ExecuteFlowQuerySerializer],
+        responses={
+            200: OpenApiResponse(TaskExecutionSerializer, "Task execution updated successfully")
+        },
+    ),
+    partial_update=extend_schema(
+        summary="Change some fields of a task execution",
+        request=TaskExecutionUpdateSerializer,
+        parameters=[ExecuteFlowQuerySerializer],
+    ),
+    destroy=extend_schema(summary="Soft-delete a task execution (status becomes deleted)"),
+)
+class TaskExecutionViewSet(
+    RecordWriteMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantViewSet
+):
+    """Task executions: one attempt of one task in a flow execution (seed page 000)."""
+
+    queryset = TaskExecution.objects.all()
+    serializer_class = TaskExecutionSerializer
+    create_serializer_class = TaskExecutionCreateSerializer
+    update_serializer_class = TaskExecutionUpdateSerializer
+    filterset_class = TaskExecutionFilterSet
+    identity_fields = (
+        "id",
+        "flow_execution_id",
+        "organization_id",
+        "task_name",
+        "task_execution_idx",
+    )
+    not_found_message = "Task execution not found"
+
+    def create_record(self, organization: Any, *, actor: str, **fields: Any) -> Any:
+        return services.create_task_execution(organization, actor=actor, **fields)
+
+    def update(self, request: Request, pk: str, partial: bool = False) -> Response:
+        query = ExecuteFlowQuerySerializer(data=request.query_params)
+        if not query.is_valid():
+            raise RequestValidationError(query.errors, location="query")
+        return super().update(request, pk, partial)
+
+    def update_record(self, record: TaskExecution, **kwargs: Any) -> TaskExecution:
+        return services.update_task_execution(record, **kwargs)
+
+    def destroy(self, request: Request, pk: str) -> Response:
+        services.delete_task_execution(self.get_object(), actor=request.user.actor)
+        return Response(status=status.HTTP_204_NO_CONTENT)

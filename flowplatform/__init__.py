@@ -1,0 +1,1 @@
+"""flowplatform: a multi-tenant flow platform with human-in-the-loop corrections."""

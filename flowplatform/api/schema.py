@@ -1,0 +1,106 @@
+"""OpenAPI: every operation documents the error answers it can give, in the one error shape."""
+
+from __future__ import annotations
+
+from drf_spectacular import openapi
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
+from drf_spectacular.utils import OpenApiResponse
+from rest_framework import serializers
+
+
+class ErrorDetailSerializer(serializers.Serializer):
+    """Standard error detail structure."""
+
+    code = serializers.CharField(help_text="Machine-readable error code, e.g. `not_found`.")
+    message = serializers.CharField(help_text="Human-readable explanation.")
+    details = serializers.JSONField(
+        help_text="Structured context: for 409 the current record under `current`; "
+        "for 422 the list of field errors under `errors`."
+    )
+
+
+class ErrorResponseSerializer(serializers.Serializer):
+    error = ErrorDetailSerializer()
+    request_id = serializers.CharField(
+        allow_null=True, help_text="The request's id, also in the X-Request-ID header."
+    )
+
+    class Meta:
+        ref_name = "ErrorResponse"
+
+
+class ValidationItemSerializer(serializers.Serializer):
+    loc = serializers.ListField(
+        child=serializers.JSONField(),
+        help_text='Where the problem is, e.g. ["body", "status"] or ["query", "limit"].',
+    )
+    msg = serializers.CharField(help_text="What is wrong.")
+    type = serializers.CharField(help_text="Error type, e.g. `required`, `invalid`.")
+
+
+class ValidationErrorResponseSerializer(ErrorResponseSerializer):
+    detail = ValidationItemSerializer(many=True)
+
+    class Meta:
+        ref_name = "ValidationErrorResponse"
+
+
+def _error(description: str) -> OpenApiResponse:
+    return OpenApiResponse(ErrorResponseSerializer, description=description)
+
+
+ERRORS = {
+    "400": _error("Bad Request - Invalid input parameters or request format (e.g. malformed JSON)"),
+    "401": _error("Unauthorized - missing, unknown, revoked or expired API key"),
+    "404": _error("Not Found - The requested resource does not exist"),
+    "409": _error(
+        "Conflict - the row changed since the client read it (optimistic lock on `updated_at`; "
+        "the current record is in `error.details.current`) or the change violates uniqueness"
+    ),
+    "422": OpenApiResponse(ValidationErrorResponseSerializer, description="Validation Error"),
+    "500": _error("Internal Server Error - An unexpected error occurred"),
+    "503": _error("Service Unavailable - the database cannot be reached"),
+}
+
+
+class AutoSchema(openapi.AutoSchema):
+    def _get_response_bodies(self, direction: str = "response") -> dict:
+        responses = super()._get_response_bodies(direction)
+        method = self.method.upper()
+        codes = ["401", "500", "503"]
+        if self.path.rstrip("/").endswith("}") or "{" in self.path:
+            codes.append("404")
+        if method in {"GET"} and self._is_list_view():
+            codes.append("422")  # bad filter, ordering or pagination parameter
+        if method in {"POST", "PUT", "PATCH"}:
+            codes += ["400", "404", "409", "422"]
+        for code in sorted(set(codes)):
+            if code not in responses:
+                responses[code] = self._get_response_for_code(ERRORS[code], code)
+        return dict(sorted(responses.items()))
+
+
+class BearerKeyScheme(OpenApiAuthenticationExtension):
+    target_class = "flowplatform.tenancy.authentication.ApiKeyAuthentication"
+    name = "ApiKeyAuth"
+
+    def get_security_definition(self, auto_schema):  # type: ignore[no-untyped-def]
+        return {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "An organization's API key: `Authorization: Bearer fp_…`.",
+        }
+
+
+def seed_paths(result: dict, generator: object, request: object, public: bool) -> dict:
+    """Postprocessing hook: paths as the seed pages write them (no trailing slash, UUID ids)."""
+    paths = {}
+    for path, operations in result["paths"].items():
+        for operation in operations.values():
+            for parameter in operation.get("parameters", []):
+                if parameter["in"] == "path" and parameter["name"] == "id":
+                    parameter["schema"] = {"type": "string", "format": "uuid"}
+                    parameter.setdefault("description", "The object's UUID.")
+        paths[path.rstrip("/") or "/"] = operations
+    result["paths"] = paths
+    return result

@@ -1,0 +1,79 @@
+"""Rules every update of a tenant record follows, whichever app owns the record.
+
+Identity fields never change (a body that names other values is refused, not applied to a
+different row), and `updated_at` works as an optimistic lock: a client that sends the value it
+read gets a 409 if somebody changed the row since; a client that omits it gets last-write-wins.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from django.db.models import Model
+
+from flowplatform.exceptions import ConcurrentUpdate, InvalidInput, InvalidTransition
+
+
+def _same(stored: Any, supplied: Any) -> bool:
+    if isinstance(stored, uuid.UUID):
+        return str(stored) == str(supplied)
+    return stored == supplied
+
+
+def check_identity(record: Model, supplied: dict[str, Any]) -> None:
+    """Each supplied identity field must equal the stored one (fields are attribute names)."""
+    errors = [
+        (
+            ("body", name),
+            f"cannot be changed (stored value is {getattr(record, name)})",
+            "immutable",
+        )
+        for name, value in supplied.items()
+        if not _same(getattr(record, name), value)
+    ]
+    if errors:
+        raise InvalidInput(errors)
+
+
+def check_unchanged_since(record: Model, expected_updated_at: datetime | None) -> None:
+    if expected_updated_at is not None and record.updated_at != expected_updated_at:
+        raise ConcurrentUpdate(
+            f"{type(record).__name__} {record.pk} was modified at "
+            f"{record.updated_at.isoformat()}, after the version you sent "
+            f"({expected_updated_at.isoformat()}); re-read it and try again",
+            current=record,
+        )
+
+
+def apply_update(
+    record: Model,
+    *,
+    mutable_fields: tuple[str, ...],
+    changes: dict[str, Any],
+    identity: dict[str, Any],
+    expected_updated_at: datetime | None,
+    actor: str,
+) -> Model:
+    """Re-read `record` under a row lock, check the rules above, apply `changes`, save.
+
+    A soft-deleted record (status `deleted`) stays deleted: it can be read, never revived.
+    Call inside a transaction.
+    """
+    record = type(record).objects.select_for_update().get(pk=record.pk)
+    check_identity(record, identity)
+    check_unchanged_since(record, expected_updated_at)
+    read_only = sorted(set(changes) - set(mutable_fields))
+    if read_only:
+        raise InvalidInput(
+            [(("body", name), "cannot be changed", "read_only") for name in read_only]
+        )
+    new_status = changes.get("status", record.status)
+    if record.status == "deleted" and new_status != record.status:
+        raise InvalidTransition(record.status, new_status)
+    for name, value in changes.items():
+        setattr(record, name, value)
+    record.modified_by = actor
+    record.save()
+    return record

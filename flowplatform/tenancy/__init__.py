@@ -1,0 +1,1 @@
+"""Tenancy: organizations, their API keys, and authenticating requests as one of them."""

@@ -1,0 +1,86 @@
+"""Organizations (tenants), their API keys, and the abstract base of every tenant-owned row."""
+
+from __future__ import annotations
+
+import uuid
+
+from django.db import models
+from django.utils import timezone
+
+
+class Organization(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    slug = models.SlugField(max_length=100, unique=True)
+    name = models.CharField(max_length=200)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["slug"]
+
+    def __str__(self) -> str:
+        return self.slug
+
+
+class TenantOwned(models.Model):
+    """A row that belongs to exactly one organization; every query filters on it."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    organization = models.ForeignKey(
+        Organization,
+        on_delete=models.PROTECT,
+        related_name="+",
+        db_index=True,
+        help_text="ID of the organization owning this row. Used for tenant isolation.",
+    )
+
+    class Meta:
+        abstract = True
+
+
+class ApiKey(models.Model):
+    """An organization's API key. Only a SHA-256 digest of the key is stored.
+
+    Keys are 256-bit random secrets, so a fast digest is as strong as a slow KDF here and keeps
+    authentication to one indexed lookup by the non-secret `prefix`.
+    """
+
+    class Kind(models.TextChoices):
+        SERVICE = "service", "Service (an integration)"
+        USER = "user", "User (acts as one person)"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    organization = models.ForeignKey(
+        Organization, on_delete=models.CASCADE, related_name="api_keys"
+    )
+    name = models.CharField(max_length=200, blank=True)
+    prefix = models.CharField(max_length=16, unique=True, editable=False)
+    key_hash = models.CharField(max_length=64, editable=False)
+    kind = models.CharField(max_length=16, choices=Kind.choices, default=Kind.SERVICE)
+    user_id = models.UUIDField(
+        null=True, blank=True, help_text="For user keys: the user every change is attributed to."
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(kind="service") | models.Q(user_id__isnull=False),
+                name="apikey_user_key_has_user",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.organization.slug}:{self.prefix} ({self.name or self.kind})"
+
+    def is_active(self, now: timezone.datetime | None = None) -> bool:
+        now = now or timezone.now()
+        return self.revoked_at is None and (self.expires_at is None or self.expires_at > now)
+
+    @property
+    def default_actor(self) -> str:
+        """What `modified_by` records when a request does not name an actor."""
+        return str(self.user_id) if self.kind == self.Kind.USER else f"api-key:{self.prefix}"

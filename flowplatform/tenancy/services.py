@@ -1,0 +1,124 @@
+"""Creating organizations and API keys, and resolving a presented key to its organization."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+from django.utils.text import slugify
+
+from flowplatform.exceptions import Conflict, InvalidInput, NotFound
+from flowplatform.tenancy.models import ApiKey, Organization
+
+KEY_PREFIX = "fp_"
+# The seed allows: 'system', a user UUID, or an integration identifier ('integration', …).
+MODIFIED_BY_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@\-]{0,199}$")
+
+
+@dataclass(frozen=True)
+class IssuedKey:
+    api_key: ApiKey
+    secret: str  # the full key; shown once, never stored
+
+
+def hash_key(raw_key: str) -> str:
+    return hashlib.sha256(raw_key.encode()).hexdigest()
+
+
+def create_organization(slug: str, name: str | None = None) -> Organization:
+    if not slug or slugify(slug) != slug:
+        raise InvalidInput.field("slug", "use lowercase letters, digits and hyphens")
+    if Organization.objects.filter(slug=slug).exists():
+        raise Conflict(f"organization '{slug}' already exists")
+    return Organization.objects.create(slug=slug, name=name or slug)
+
+
+def get_organization(slug: str) -> Organization:
+    try:
+        return Organization.objects.get(slug=slug)
+    except Organization.DoesNotExist:
+        raise NotFound(f"organization '{slug}' does not exist") from None
+
+
+@transaction.atomic
+def create_api_key(
+    organization: Organization,
+    name: str = "",
+    kind: str = ApiKey.Kind.SERVICE,
+    user_id: uuid.UUID | None = None,
+    expires_at: timezone.datetime | None = None,
+) -> IssuedKey:
+    if kind not in ApiKey.Kind.values:
+        raise InvalidInput.field("kind", f"must be one of {', '.join(ApiKey.Kind.values)}")
+    if kind == ApiKey.Kind.USER and user_id is None:
+        raise InvalidInput.field("user_id", "a user key needs the user's UUID")
+    prefix = secrets.token_hex(4)
+    raw_key = f"{KEY_PREFIX}{prefix}_{secrets.token_urlsafe(32)}"
+    api_key = ApiKey.objects.create(
+        organization=organization,
+        name=name,
+        prefix=prefix,
+        key_hash=hash_key(raw_key),
+        kind=kind,
+        user_id=user_id if kind == ApiKey.Kind.USER else None,
+        expires_at=expires_at,
+    )
+    return IssuedKey(api_key=api_key, secret=raw_key)
+
+
+def revoke_api_key(api_key: ApiKey) -> ApiKey:
+    if api_key.revoked_at is None:
+        api_key.revoked_at = timezone.now()
+        api_key.save(update_fields=["revoked_at"])
+    return api_key
+
+
+def authenticate_key(raw_key: str) -> ApiKey | None:
+    """The active key matching `raw_key`, or None. One query; last_used_at written sparingly."""
+    if not raw_key.startswith(KEY_PREFIX):
+        return None
+    prefix, _, secret = raw_key[len(KEY_PREFIX) :].partition("_")
+    if not prefix or not secret:
+        return None
+    api_key = ApiKey.objects.select_related("organization").filter(prefix=prefix).first()
+    if api_key is None or not hmac.compare_digest(api_key.key_hash, hash_key(raw_key)):
+        return None
+    now = timezone.now()
+    if not api_key.is_active(now):
+        return None
+    resolution = timedelta(seconds=settings.FLOWPLATFORM_KEY_USAGE_RESOLUTION_SECONDS)
+    if api_key.last_used_at is None or now - api_key.last_used_at >= resolution:
+        ApiKey.objects.filter(pk=api_key.pk).update(last_used_at=now)
+        api_key.last_used_at = now
+    return api_key
+
+
+def resolve_actor(api_key: ApiKey, supplied: str | None) -> str:
+    """The `modified_by` to record for a change made with `api_key`.
+
+    A user key always acts as its user; a service key may name the end user or integration it
+    acts for ('system', a UUID, or a short identifier); without one, the key itself is recorded.
+    """
+    if api_key.kind == ApiKey.Kind.USER:
+        if supplied is not None and supplied != str(api_key.user_id):
+            raise InvalidInput.field(
+                "modified_by", "a user key can only act as its own user", "actor_mismatch"
+            )
+        return str(api_key.user_id)
+    if supplied is None:
+        return api_key.default_actor
+    if not MODIFIED_BY_PATTERN.match(supplied):
+        raise InvalidInput.field(
+            "modified_by",
+            "must be 'system', a UUID, or an identifier of letters, digits and ._:@- "
+            "(at most 200 characters)",
+        )
+    return supplied

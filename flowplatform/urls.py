@@ -1,0 +1,30 @@
+"""Routes: the API at the seed's paths (no prefix, optional trailing slash), docs, health, admin."""
+
+from django.contrib import admin
+from django.urls import path, re_path
+from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
+
+from executions.views import FlowExecutionViewSet, TaskExecutionViewSet
+from flowplatform import health
+from flowplatform.api.views import Router
+from flowplatform.middleware import not_found_view
+from flows.views import FlowViewSet
+from outputs.views import TaskOutputViewSet
+
+router = Router()
+router.register("flows", FlowViewSet, basename="flow")
+router.register("flow-executions", FlowExecutionViewSet, basename="flow-execution")
+router.register("task-executions", TaskExecutionViewSet, basename="task-execution")
+router.register("task-outputs", TaskOutputViewSet, basename="task-output")
+
+urlpatterns = [
+    re_path(r"^healthz/?$", health.healthz, name="healthz"),
+    re_path(r"^readyz/?$", health.readyz, name="readyz"),
+    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
+    path("api/redoc/", SpectacularRedocView.as_view(url_name="schema"), name="redoc"),
+    path("admin/", admin.site.urls),
+    *router.urls,
+    # Anything else is a JSON 404 in the standard shape (never Django's debug page).
+    re_path(r"^(?P<path>.*)$", not_found_view),
+]

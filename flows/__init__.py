@@ -1,0 +1,1 @@
+"""Flows: named, versioned YAML definitions of task DAGs."""

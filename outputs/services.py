@@ -1,0 +1,104 @@
+"""Writes to task outputs, and the summary each flow execution derives from its outputs."""
+
+from __future__ import annotations
+
+import uuid
+from collections import Counter
+from datetime import datetime
+from typing import Any
+
+from django.db import transaction
+from django.utils import timezone
+
+from executions.models import FlowExecution
+from executions.services import get_flow_execution_for_write
+from flowplatform.exceptions import Conflict, InvalidInput
+from flowplatform.records import apply_update
+from flowplatform.tenancy.models import Organization
+from outputs.models import TaskOutput
+
+TASK_OUTPUT_MUTABLE_FIELDS = ("output", "summary", "tags", "status")
+
+
+def recompute_task_outputs_summary(flow_execution_id: uuid.UUID) -> dict[str, Any]:
+    """Rebuild `task_outputs_summary` from the current output of each task. Two queries.
+
+    A task's current output is its newest non-deleted TaskOutput.
+    """
+    rows = (
+        TaskOutput.objects.filter(flow_execution_id=flow_execution_id)
+        .exclude(status=TaskOutput.Status.DELETED)
+        .order_by("created_at", "id")
+        .values_list("task_name", "summary", "status")
+    )
+    current: dict[str, tuple[Any, str]] = {}
+    for task_name, summary, status in rows:
+        current[task_name] = (summary, status)
+    summary = {
+        "tasks": {name: task_summary for name, (task_summary, _) in sorted(current.items())},
+        "status_counts": dict(sorted(Counter(status for _, status in current.values()).items())),
+    }
+    FlowExecution.objects.filter(pk=flow_execution_id).update(
+        task_outputs_summary=summary, updated_at=timezone.now()
+    )
+    return summary
+
+
+@transaction.atomic
+def create_task_output(
+    organization: Organization,
+    *,
+    flow_execution_id: uuid.UUID,
+    task_name: str,
+    summary: dict[str, Any],
+    output: Any = None,
+    tags: Any = None,
+    status: str = TaskOutput.Status.QUEUED,
+    actor: str,
+) -> TaskOutput:
+    flow_execution = get_flow_execution_for_write(organization, flow_execution_id)
+    if flow_execution.status == FlowExecution.Status.DELETED:
+        raise Conflict("the flow execution is deleted; it takes no new task outputs")
+    if status == TaskOutput.Status.DELETED:
+        raise InvalidInput.field("status", "a task output cannot be created as deleted")
+    return TaskOutput.objects.create(
+        organization=organization,
+        flow_execution=flow_execution,
+        task_name=task_name,
+        output=output,
+        summary=summary,
+        tags=tags,
+        status=status,
+        flow_version=flow_execution.flow_version.version,
+        modified_by=actor,
+    )
+
+
+@transaction.atomic
+def update_task_output(
+    task_output: TaskOutput,
+    *,
+    changes: dict[str, Any],
+    identity: dict[str, Any],
+    expected_updated_at: datetime | None,
+    actor: str,
+) -> TaskOutput:
+    get_flow_execution_for_write(task_output.organization, task_output.flow_execution_id)
+    return apply_update(
+        task_output,
+        mutable_fields=TASK_OUTPUT_MUTABLE_FIELDS,
+        changes=changes,
+        identity=identity,
+        expected_updated_at=expected_updated_at,
+        actor=actor,
+    )
+
+
+@transaction.atomic
+def delete_task_output(task_output: TaskOutput, *, actor: str) -> TaskOutput:
+    """Soft delete; the task's previous output (if any) becomes current again in the summary."""
+    if task_output.status != TaskOutput.Status.DELETED:
+        task_output.status = TaskOutput.Status.DELETED
+        task_output.modified_by = actor
+        task_output.save(update_fields=["status", "modified_by", "updated_at"])
+    return task_output
