@@ -5,7 +5,12 @@ from __future__ import annotations
 from rest_framework import serializers
 
 from executions.models import FlowExecution, TaskExecution
-from flowplatform.api.serializers import StrictSerializer, modified_by_field, server_set_field
+from flowplatform.api.serializers import (
+    QueryBooleanField,
+    StrictSerializer,
+    modified_by_field,
+    server_set_field,
+)
 
 TE = TaskExecution._meta
 
@@ -154,7 +159,7 @@ class TaskExecutionUpdateSerializer(_TaskExecutionWriteFields):
 
 
 class ExecuteFlowQuerySerializer(serializers.Serializer):
-    execute_flow = serializers.BooleanField(
+    execute_flow = QueryBooleanField(
         default=False,
         help_text="Whether to re-execute downstream tasks after updating this task execution. "
         "Default: false for safety (explicit opt-in for re-execution).",

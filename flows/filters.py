@@ -1,7 +1,7 @@
 import django_filters
 from django.db.models import QuerySet
 
-from flowplatform.api.filters import ordering_filter
+from flowplatform.api.filters import include_deleted_filter, ordering_filter
 from flows.models import Flow
 
 
@@ -14,9 +14,7 @@ class FlowFilterSet(django_filters.FilterSet):
         help_text="updated_at_after / updated_at_before (ISO 8601)."
     )
     modified_by = django_filters.CharFilter()
-    include_deleted = django_filters.BooleanFilter(
-        method="filter_include_deleted", help_text="Also list soft-deleted flows."
-    )
+    include_deleted = include_deleted_filter("flows")
     ordering = ordering_filter("created_at", "updated_at", "name")
 
     class Meta:

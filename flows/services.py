@@ -66,7 +66,11 @@ def update_flow(
 ) -> Flow:
     """Apply the given changes; a changed definition becomes version N+1 (earlier ones stay)."""
     # The row lock serializes concurrent edits so version numbers never collide.
-    flow = Flow.objects.select_for_update().select_related("current_version").get(pk=flow.pk)
+    flow = (
+        Flow.objects.select_for_update(of=("self",))
+        .select_related("current_version")
+        .get(pk=flow.pk)
+    )
     if flow.deleted_at is not None:
         raise Conflict("the flow is deleted and cannot be changed")
     if name is not None:

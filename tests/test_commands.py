@@ -96,3 +96,9 @@ def test_demo_run_twice_reuses_the_org_and_flow():
     assert flow.current_version.version == 1  # the example did not change
     assert FlowExecution.objects.count() == 2
     assert ApiKey.objects.count() == 2
+
+
+def test_migrations_match_the_models():
+    out = io.StringIO()
+    call_command("makemigrations", "--check", "--dry-run", stdout=out)
+    assert "No changes detected" in out.getvalue()

@@ -141,3 +141,18 @@ def test_validation_error_lists_every_problem_with_loc_msg_type(tenant):
     assert locs[("body", "status")] == "invalid_choice"
     assert body["error"]["details"]["errors"] == body["detail"]
     assert not TaskExecution.objects.exists()
+
+
+def test_body_over_the_size_limit_is_413_and_writes_nothing(tenant, settings):
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 10_000
+    fe = tenant.flow_execution()
+    body = {
+        "flow_execution_id": str(fe.id),
+        "organization_id": str(tenant.org.id),
+        "task_name": "extract",
+        "summary": {"blob": "x" * 20_000},
+    }
+    response = tenant.client.post("/task-outputs", body, format="json")
+    assert response.status_code == 413
+    assert_error_shape(response.json(), "payload_too_large")
+    assert not fe.task_outputs.exists()

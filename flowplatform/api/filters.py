@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import django_filters
+from django import forms
+from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
 from django_filters.rest_framework import DjangoFilterBackend
 
 from flowplatform.api.errors import RequestValidationError
+from flowplatform.api.serializers import QUERY_BOOLEANS
 
 
 class StrictFilterBackend(DjangoFilterBackend):
@@ -17,8 +20,57 @@ class StrictFilterBackend(DjangoFilterBackend):
         if filterset is None:
             return queryset
         if not filterset.is_valid():
-            raise RequestValidationError(filterset.errors, location="query")
+            raise RequestValidationError(parameter_errors(filterset), location="query")
         return filterset.qs
+
+
+def parameter_errors(filterset: django_filters.FilterSet) -> dict[str, list[str]]:
+    """The form's errors keyed by the query parameter the client sent.
+
+    A range filter `created_at` is sent as created_at_after / created_at_before; its error
+    names the one that is wrong.
+    """
+    query = filterset.data
+    errors: dict[str, list[str]] = {}
+    for name, messages in filterset.errors.items():
+        field = filterset.form.fields.get(name)
+        suffixes = getattr(getattr(field, "widget", None), "suffixes", None)
+        named = {}
+        if suffixes and name not in query:
+            for suffix, subfield in zip(suffixes, field.fields, strict=True):
+                parameter = f"{name}_{suffix}"
+                if parameter in query:
+                    try:
+                        subfield.clean(query[parameter])
+                    except ValidationError as exc:
+                        named[parameter] = exc.messages
+        errors.update(named or {name: messages})
+    return errors
+
+
+class StrictBooleanFormField(forms.Field):
+    """true/false/1/0 (any case) or absent; `maybe` is an error, not a silent 'unset'."""
+
+    default_error_messages = {"invalid": "Must be one of true, false, 1, 0."}
+
+    def to_python(self, value: str | None) -> bool | None:
+        if value in (None, ""):
+            return None
+        parsed = QUERY_BOOLEANS.get(str(value).strip().lower())
+        if parsed is None:
+            raise ValidationError(self.error_messages["invalid"], code="invalid")
+        return parsed
+
+
+class StrictBooleanFilter(django_filters.BooleanFilter):
+    field_class = StrictBooleanFormField
+
+
+def include_deleted_filter(what: str) -> StrictBooleanFilter:
+    return StrictBooleanFilter(
+        method="filter_include_deleted",
+        help_text=f"Also list soft-deleted {what} (hidden by default).",
+    )
 
 
 class StatusFilter(django_filters.MultipleChoiceFilter):
@@ -46,10 +98,7 @@ def split_commas(query_params):  # type: ignore[no-untyped-def]
 class SoftDeleteFilterSet(django_filters.FilterSet):
     """Rows with status `deleted` are hidden unless `status` names it or include_deleted=true."""
 
-    include_deleted = django_filters.BooleanFilter(
-        method="filter_include_deleted",
-        help_text="Also list soft-deleted rows (hidden by default).",
-    )
+    include_deleted = include_deleted_filter("rows")
     created_at = django_filters.IsoDateTimeFromToRangeFilter(
         help_text="created_at_after / created_at_before: ISO 8601 bounds, both inclusive."
     )

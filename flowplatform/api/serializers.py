@@ -6,6 +6,9 @@ from typing import Any
 
 from rest_framework import serializers
 
+# The spellings a query-string boolean may take; anything else is an error, never a guess.
+QUERY_BOOLEANS: dict[str, bool] = {"true": True, "1": True, "false": False, "0": False}
+
 
 class StrictFieldsMixin:
     """A field the API does not know is a 422 naming it (a typo must not be silently dropped).
@@ -72,6 +75,28 @@ class TagsField(serializers.JSONField):
             return value
         self.fail("invalid_tags")
         return None  # pragma: no cover - fail() raises
+
+
+class QueryBooleanField(serializers.BooleanField):
+    """A query-string boolean: exactly true/false/1/0 (any case); empty or anything else fails.
+
+    DRF's BooleanField also takes yes/on/y and treats `?x=` as absent; a flag that triggers
+    re-execution must not be guessed.
+    """
+
+    default_error_messages = {"invalid": "Must be one of true, false, 1, 0."}
+
+    def get_value(self, dictionary: Any) -> Any:
+        return dictionary.get(self.field_name, serializers.empty)
+
+    def to_internal_value(self, data: Any) -> bool:
+        value = QUERY_BOOLEANS.get(str(data).strip().lower())
+        if value is None:
+            self.fail("invalid")
+        return value
+
+    def to_representation(self, value: bool) -> bool:
+        return bool(value)
 
 
 def server_set_field(field: type[serializers.Field], what: str) -> serializers.Field:
