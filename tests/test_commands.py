@@ -31,7 +31,8 @@ def client_for(key: str) -> APIClient:
 def test_create_api_key_prints_a_working_key_alone_on_the_last_line():
     output = run("create_api_key", "--org", "acme", "--create-org", "--name", "ci")
     key = output.strip().splitlines()[-1]
-    assert key.startswith("fp_") and " " not in key
+    assert key.startswith("fp_")
+    assert " " not in key
     assert client_for(key).get("/task-executions").status_code == 200
     stored = ApiKey.objects.get()
     assert stored.name == "ci"
