@@ -164,3 +164,20 @@ class ExecuteFlowQuerySerializer(serializers.Serializer):
         help_text="Whether to re-execute downstream tasks after updating this task execution. "
         "Default: false for safety (explicit opt-in for re-execution).",
     )
+
+
+class FlowExecutionCreateSerializer(StrictSerializer):
+    """POST /flow-executions."""
+
+    flow_id = serializers.UUIDField(help_text="The flow to run.")
+    input = serializers.JSONField(
+        required=False,
+        allow_null=True,
+        default=None,
+        help_text="The flow's input; expressions read it as flow.input.",
+    )
+    flow_version = serializers.IntegerField(
+        required=False,
+        min_value=1,
+        help_text="The version to run and pin; default: the flow's latest version.",
+    )

@@ -9,6 +9,7 @@ from typing import Any
 from django.db import IntegrityError, transaction
 from django.db.models import Max
 
+from executions import engine
 from executions.models import FlowExecution, TaskExecution
 from flowplatform.exceptions import FLOW_EXECUTION_NOT_FOUND, Conflict, InvalidInput, NotFound
 from flowplatform.records import apply_update
@@ -64,6 +65,45 @@ def create_flow_execution(
         input=input,
         modified_by=actor,
     )
+
+
+def start_flow_execution(
+    organization: Organization,
+    *,
+    flow_id: uuid.UUID,
+    input: Any = None,
+    version: int | None = None,
+    actor: str,
+) -> FlowExecution:
+    """Create a flow execution pinned to `version` (latest by default) and start it.
+
+    Its first jobs are enqueued when the transaction commits; with the embedded backend the
+    flow has run (to completion, a failure, or a human task) when this returns, and the
+    returned row says so.
+    """
+    with transaction.atomic():
+        flow = (
+            Flow.objects.filter(organization=organization, pk=flow_id)
+            .select_related("current_version")
+            .first()
+        )
+        if flow is None:
+            raise NotFound("Flow not found")
+        flow_execution = create_flow_execution(
+            organization, flow, input=input, version=version, actor=actor
+        )
+        engine.start(flow_execution)
+    flow_execution.refresh_from_db()
+    return flow_execution
+
+
+def reexecute_flow_execution(flow_execution: FlowExecution, *, actor: str) -> FlowExecution:
+    """POST /flow-executions/{id}/execute: every task runs again; earlier attempts are kept."""
+    if flow_execution.status == FlowExecution.Status.DELETED:
+        raise Conflict("the flow execution is deleted")
+    engine.reexecute(flow_execution, actor=actor)
+    flow_execution.refresh_from_db()
+    return flow_execution
 
 
 def delete_flow_execution(flow_execution: FlowExecution, *, actor: str) -> FlowExecution:
@@ -135,7 +175,7 @@ def update_task_execution(
     `expected_updated_at` is the optimistic lock (None: last write wins).
     """
     get_flow_execution_for_write(task_execution.organization, task_execution.flow_execution_id)
-    return apply_update(
+    task_execution, before = apply_update(
         task_execution,
         mutable_fields=TASK_EXECUTION_MUTABLE_FIELDS,
         changes=changes,
@@ -143,6 +183,14 @@ def update_task_execution(
         expected_updated_at=expected_updated_at,
         actor=actor,
     )
+    newly_completed = (
+        task_execution.status == TaskExecution.Status.COMPLETED
+        and before.get("status", TaskExecution.Status.COMPLETED) != TaskExecution.Status.COMPLETED
+    )
+    if newly_completed:
+        # A person completed a human task, or gave a failed task a correct output.
+        engine.release_dependents(task_execution, actor=actor)
+    return task_execution
 
 
 def delete_task_execution(task_execution: TaskExecution, *, actor: str) -> TaskExecution:

@@ -6,6 +6,7 @@ from typing import Any
 
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import mixins, status
+from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
 
@@ -14,6 +15,7 @@ from executions.filters import FlowExecutionFilterSet, TaskExecutionFilterSet
 from executions.models import FlowExecution, TaskExecution
 from executions.serializers import (
     ExecuteFlowQuerySerializer,
+    FlowExecutionCreateSerializer,
     FlowExecutionSerializer,
     TaskExecutionCreateSerializer,
     TaskExecutionSerializer,
@@ -25,6 +27,17 @@ from flowplatform.exceptions import FLOW_EXECUTION_NOT_FOUND
 
 
 @extend_schema_view(
+    create=extend_schema(
+        summary="Start a flow execution",
+        description=(
+            "Pins the flow version (the latest unless `flow_version` is given) and starts it: "
+            "every task whose upstream tasks are completed gets an attempt. With the embedded "
+            "tasks backend the flow has run (to completion, a failure, or a human task) when "
+            "this answers; with worker processes it answers at once, `queued` or `running`."
+        ),
+        request=FlowExecutionCreateSerializer,
+        responses={201: FlowExecutionSerializer},
+    ),
     list=extend_schema(summary="List flow executions"),
     retrieve=extend_schema(summary="Get a flow execution with its task output summaries"),
     destroy=extend_schema(summary="Soft-delete a flow execution (status becomes deleted)"),
@@ -37,9 +50,39 @@ class FlowExecutionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, Ten
     filterset_class = FlowExecutionFilterSet
     not_found_message = FLOW_EXECUTION_NOT_FOUND
 
+    def create(self, request: Request) -> Response:
+        serializer = FlowExecutionCreateSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        flow_execution = services.start_flow_execution(
+            self.organization,
+            flow_id=data["flow_id"],
+            input=data["input"],
+            version=data.get("flow_version"),
+            actor=request.user.actor,
+        )
+        return Response(self.get_serializer(flow_execution).data, status=status.HTTP_201_CREATED)
+
     def destroy(self, request: Request, pk: str) -> Response:
         services.delete_flow_execution(self.get_object(), actor=request.user.actor)
         return Response(status=status.HTTP_204_NO_CONTENT)
+
+    @extend_schema(
+        summary="Re-execute entire flow",
+        description=(
+            "Every task runs again in dependency order as a new attempt (idx + 1); each task's "
+            "latest attempt becomes `stale` (a queued or running one is cancelled). Earlier "
+            "attempts are kept."
+        ),
+        request=None,
+        responses={202: FlowExecutionSerializer},
+    )
+    @action(detail=True, methods=["post"], filterset_class=None)
+    def execute(self, request: Request, pk: str) -> Response:
+        flow_execution = services.reexecute_flow_execution(
+            self.get_object(), actor=request.user.actor
+        )
+        return Response(self.get_serializer(flow_execution).data, status=status.HTTP_202_ACCEPTED)
 
 
 @extend_schema_view(

@@ -55,11 +55,12 @@ def apply_update(
     identity: dict[str, Any],
     expected_updated_at: datetime | None,
     actor: str,
-) -> Model:
+) -> tuple[Model, dict[str, Any]]:
     """Re-read `record` under a row lock, check the rules above, apply `changes`, save.
 
-    A soft-deleted record (status `deleted`) stays deleted: it can be read, never revived.
-    Call inside a transaction.
+    Returns the saved record and the values the changed fields had before. A soft-deleted
+    record (status `deleted`) stays deleted: it can be read, never revived. Call inside a
+    transaction.
     """
     record = type(record).objects.select_for_update().get(pk=record.pk)
     check_identity(record, identity)
@@ -72,8 +73,9 @@ def apply_update(
     new_status = changes.get("status", record.status)
     if record.status == "deleted" and new_status != record.status:
         raise InvalidTransition(record.status, new_status)
+    before = {name: getattr(record, name) for name in changes}
     for name, value in changes.items():
         setattr(record, name, value)
     record.modified_by = actor
     record.save()
-    return record
+    return record, before

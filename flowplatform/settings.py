@@ -113,7 +113,7 @@ TASKS_BACKEND = env_choice("TASKS_BACKEND", "immediate", ("immediate", "database
 TASKS = {
     "default": {
         "BACKEND": {
-            "immediate": "django.tasks.backends.immediate.ImmediateBackend",
+            "immediate": "flowplatform.tasks.InlineQueueBackend",
             "database": "django_tasks_db.DatabaseBackend",
         }[TASKS_BACKEND],
     }
@@ -199,6 +199,30 @@ if API_PAGE_SIZE > API_MAX_PAGE_SIZE:
 FLOWPLATFORM_MAX_DEFINITION_BYTES = env_int(
     "FLOWPLATFORM_MAX_DEFINITION_BYTES", 1024 * 1024, minimum=1
 )
+FLOWPLATFORM_MAX_TASKS = env_int("FLOWPLATFORM_MAX_TASKS", 10_000, minimum=1)
+
+
+def env_mapping(name: str) -> dict[str, str]:
+    """`a=x.y.Z,b=p.q.R` → {"a": "x.y.Z", "b": "p.q.R"}."""
+    mapping = {}
+    for item in env_list(name, []):
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip() or not value.strip():
+            raise ImproperlyConfigured(f"{name}: '{item}' is not NAME=dotted.path.Class")
+        mapping[key.strip()] = value.strip()
+    return mapping
+
+
+# Task types beyond the built-ins (transform, python, http, human): name → Executor subclass.
+FLOWPLATFORM_EXECUTORS = env_mapping("FLOWPLATFORM_EXECUTORS")
+# Module prefixes whose functions `python` tasks may call; nothing else runs.
+FLOWPLATFORM_PYTHON_CALLABLES = env_list("FLOWPLATFORM_PYTHON_CALLABLES", ["examples"])
+# Hosts (or host:port) `http` tasks may call; none by default.
+FLOWPLATFORM_HTTP_ALLOWED_HOSTS = env_list("FLOWPLATFORM_HTTP_ALLOWED_HOSTS", [])
+FLOWPLATFORM_HTTP_MAX_RESPONSE_BYTES = env_int(
+    "FLOWPLATFORM_HTTP_MAX_RESPONSE_BYTES", 1024 * 1024, minimum=1
+)
+
 # An API key's last_used_at is written at most this often, so reads do not become writes.
 FLOWPLATFORM_KEY_USAGE_RESOLUTION_SECONDS = 60
 
@@ -262,6 +286,7 @@ LOGGING = {
     "loggers": {
         "django.request": {"level": "ERROR"},
         "django.server": {"level": "WARNING"},
+        "django.tasks": {"level": "WARNING"},
     },
 }
 

@@ -7,7 +7,7 @@ from django.utils import timezone
 
 from flowplatform.exceptions import Conflict, InvalidInput
 from flowplatform.tenancy.models import Organization
-from flows.definitions import parse_definition
+from flows.definitions import compile_definition
 from flows.models import Flow, FlowVersion
 
 
@@ -21,13 +21,13 @@ def _name_taken(name: str) -> Conflict:
     return Conflict(f"a flow named '{name}' already exists in this organization")
 
 
-def _add_version(flow: Flow, definition: str, actor: str, number: int) -> FlowVersion:
+def _add_version(flow: Flow, definition: str, parsed: dict, actor: str, number: int) -> FlowVersion:
     version = FlowVersion.objects.create(
         organization_id=flow.organization_id,
         flow=flow,
         version=number,
         definition=definition,
-        parsed=parse_definition(definition),
+        parsed=parsed,
         created_by=actor,
     )
     flow.current_version = version
@@ -38,7 +38,7 @@ def _add_version(flow: Flow, definition: str, actor: str, number: int) -> FlowVe
 def create_flow(
     organization: Organization, *, name: str, definition: str, description: str = "", actor: str
 ) -> Flow:
-    parse_definition(definition)  # reject before writing anything
+    parsed, _ = compile_definition(definition)  # reject before writing anything
     flow = Flow(
         organization=organization,
         name=_check_name(name),
@@ -50,7 +50,7 @@ def create_flow(
             flow.save()
     except IntegrityError:
         raise _name_taken(name) from None
-    _add_version(flow, definition, actor, 1)
+    _add_version(flow, definition, parsed, actor, 1)
     flow.save(update_fields=["current_version"])
     return flow
 
@@ -78,7 +78,8 @@ def update_flow(
     if description is not None:
         flow.description = description
     if definition is not None and definition != flow.current_version.definition:
-        _add_version(flow, definition, actor, flow.current_version.version + 1)
+        parsed, _ = compile_definition(definition)
+        _add_version(flow, definition, parsed, actor, flow.current_version.version + 1)
     flow.modified_by = actor
     try:
         with transaction.atomic():

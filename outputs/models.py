@@ -1,8 +1,9 @@
 """TaskOutput: the published result of a task in a flow execution.
 
 Signals: saving or deleting a TaskOutput (post_save / post_delete, connected in
-outputs.signals) recomputes its flow execution's `task_outputs_summary` through
-outputs.services.recompute_task_outputs_summary, in the same transaction. Queryset
+outputs.signals) updates its flow execution's `task_outputs_summary` in the same transaction:
+a new output is folded in (outputs.services.add_to_task_outputs_summary, constant work); an
+edit or delete recomputes it (recompute_task_outputs_summary). Queryset
 `.update()` / `.delete()` bypass them; services always save row by row or recompute themselves.
 """
 

@@ -44,6 +44,46 @@ def recompute_task_outputs_summary(flow_execution_id: uuid.UUID) -> dict[str, An
     return summary
 
 
+def add_to_task_outputs_summary(task_output: TaskOutput) -> dict[str, Any]:
+    """Fold a newly created output into its flow execution's summary. Three queries.
+
+    A new output is its task's newest, so it replaces the task's entry; the status counts move
+    from the task's previous current output to this one. Equivalent to a full recompute, but
+    independent of how many outputs the flow execution has.
+    """
+    flow_execution = (
+        FlowExecution.objects.select_for_update(of=("self",))
+        .only("task_outputs_summary")
+        .get(pk=task_output.flow_execution_id)
+    )
+    summary = flow_execution.task_outputs_summary
+    if set(summary) != {"tasks", "status_counts"}:
+        return recompute_task_outputs_summary(task_output.flow_execution_id)
+    previous = (
+        TaskOutput.objects.filter(
+            flow_execution_id=task_output.flow_execution_id, task_name=task_output.task_name
+        )
+        .exclude(status=TaskOutput.Status.DELETED)
+        .exclude(pk=task_output.pk)
+        .order_by("-created_at", "-id")
+        .values_list("status", flat=True)
+        .first()
+    )
+    counts = Counter(summary["status_counts"])
+    if previous is not None:
+        counts[previous] -= 1
+    counts[task_output.status] += 1
+    tasks = {**summary["tasks"], task_output.task_name: task_output.summary}
+    summary = {
+        "tasks": dict(sorted(tasks.items())),
+        "status_counts": dict(sorted((k, v) for k, v in counts.items() if v > 0)),
+    }
+    FlowExecution.objects.filter(pk=task_output.flow_execution_id).update(
+        task_outputs_summary=summary, updated_at=timezone.now()
+    )
+    return summary
+
+
 @transaction.atomic
 def create_task_output(
     organization: Organization,
@@ -84,7 +124,7 @@ def update_task_output(
     actor: str,
 ) -> TaskOutput:
     get_flow_execution_for_write(task_output.organization, task_output.flow_execution_id)
-    return apply_update(
+    task_output, _ = apply_update(
         task_output,
         mutable_fields=TASK_OUTPUT_MUTABLE_FIELDS,
         changes=changes,
@@ -92,6 +132,7 @@ def update_task_output(
         expected_updated_at=expected_updated_at,
         actor=actor,
     )
+    return task_output
 
 
 @transaction.atomic

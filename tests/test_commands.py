@@ -78,23 +78,31 @@ def test_create_org_rejects_duplicates_and_bad_slugs():
         run("create_org", "Not A Slug")
 
 
-def test_demo_sets_up_an_org_a_flow_an_execution_and_a_key_that_sees_them():
+@pytest.mark.django_db(transaction=True)
+def test_demo_leaves_a_document_review_waiting_for_a_person_and_a_working_key():
     output = run("demo", "--base-url", "http://example.test")
     key = next(line.split("KEY=")[1] for line in output.splitlines() if "export KEY=" in line)
     client = client_for(key)
     flows = client.get("/flows").json()
-    assert [flow["name"] for flow in flows["results"]] == ["document-review"]
+    assert sorted(flow["name"] for flow in flows["results"]) == ["document-review", "word-stats"]
     execution = FlowExecution.objects.get()
-    assert client.get(f"/flow-executions/{execution.id}").status_code == 200
+    assert execution.status == "in_progress"
+    body = client.get(f"/flow-executions/{execution.id}").json()
+    assert body["task_outputs_summary"]["tasks"]["extract"]["pages"] == 1
+    review = client.get(f"/task-executions?flow_execution_id={execution.id}&task_name=review")
+    assert review.json()["results"][0]["status"] == "running"
     assert f"http://example.test/flow-executions/{execution.id}" in output
 
 
-def test_demo_run_twice_reuses_the_org_and_flow():
+@pytest.mark.django_db(transaction=True)
+def test_demo_run_twice_reuses_the_org_and_flows():
     run("demo")
     run("demo")
     assert Organization.objects.filter(slug="demo").count() == 1
-    flow = Flow.objects.get()
-    assert flow.current_version.version == 1  # the example did not change
+    assert sorted(Flow.objects.values_list("name", "current_version__version")) == [
+        ("document-review", 1),
+        ("word-stats", 1),
+    ]  # the examples did not change, so no new versions
     assert FlowExecution.objects.count() == 2
     assert ApiKey.objects.count() == 2
 

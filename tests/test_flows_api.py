@@ -90,7 +90,7 @@ def test_created_flow_reads_back_the_same(tenant: Tenant) -> None:
 
 
 def test_definition_text_is_kept_exactly_as_sent(tenant: Tenant) -> None:
-    text = "# leading comment\n\nname: x   \ntasks: []\n\n\n"
+    text = "# leading comment\n\nname: x   \ntasks:\n  - {name: a, type: transform}\n\n\n"
 
     response = create(tenant, name="spacing", definition=text)
 
@@ -156,7 +156,9 @@ def test_definition_using_aliases_is_422_on_definition(tenant: Tenant, definitio
 
 
 def test_definition_with_an_anchor_but_no_alias_is_accepted(tenant: Tenant) -> None:
-    response = create(tenant, name="anchored", definition="name: &n x\ntasks: []\n")
+    response = create(
+        tenant, name="anchored", definition="name: &n x\ntasks: [{name: a, type: transform}]\n"
+    )
 
     assert response.status_code == 201, response.content
 

@@ -32,7 +32,7 @@ def test_defaults_are_the_embedded_mode():
     assert result.stdout.split() == [
         "django.db.backends.sqlite3",
         "True",
-        "django.tasks.backends.immediate.ImmediateBackend",
+        "flowplatform.tasks.InlineQueueBackend",
     ]
 
 

@@ -1,0 +1,1 @@
+"""Example flows and the Python callables their `python` tasks run (allow-listed by default)."""

@@ -1,0 +1,129 @@
+"""`${{ … }}` expressions in task inputs: JMESPath over {flow: {input}, tasks: {NAME: {output}}}.
+
+A string that is one whole expression keeps the value's type (`"${{ tasks.a.output.pages }}"` →
+10); expressions embedded in longer text are interpolated as text. Pure functions, no ORM.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from functools import lru_cache
+from typing import Any
+
+import jmespath
+from jmespath.exceptions import JMESPathError
+from jmespath.parser import ParsedResult
+
+EXPRESSION = re.compile(r"\$\{\{(.*?)\}\}", re.DOTALL)
+WHOLE = re.compile(r"^\s*\$\{\{(.*)\}\}\s*$", re.DOTALL)
+
+# Node types whose later children are evaluated against the left side's result, not the root.
+_RELATIVE_AFTER_FIRST = {
+    "subexpression",
+    "index_expression",
+    "projection",
+    "value_projection",
+    "filter_projection",
+    "flatten",
+    "pipe",
+}
+
+
+class ExpressionError(ValueError):
+    pass
+
+
+@lru_cache(maxsize=4096)
+def compile_expression(source: str) -> ParsedResult:
+    try:
+        return jmespath.compile(source.strip())
+    except JMESPathError as exc:
+        raise ExpressionError(f"'{source.strip()}' is not a valid expression: {exc}") from None
+
+
+def expressions_in(value: Any) -> Iterator[str]:
+    """Every expression source inside a JSON-like value (strings in dicts and lists)."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            whole = WHOLE.match(item)
+            if whole and "${{" not in whole.group(1):
+                yield whole.group(1)
+            else:
+                yield from (match.group(1) for match in EXPRESSION.finditer(item))
+        elif isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+
+
+def referenced_tasks(source: str) -> list[str]:
+    """Tasks an expression reads (`tasks.NAME…`). Raises ExpressionError for a bad expression.
+
+    Only `flow…` and `tasks.NAME…` may be read from the root, so a typo is an error at save time
+    and every task an expression depends on is known statically (it becomes an edge of the DAG).
+    """
+    parsed = compile_expression(source).parsed
+    found: list[str] = []
+    stack: list[tuple[dict, bool]] = [(parsed, True)]
+    while stack:
+        node, at_root = stack.pop()
+        kind, children = node["type"], node.get("children", [])
+        if kind in {"current", "identity"} and at_root:
+            raise ExpressionError(
+                f"'{source.strip()}': read flow.input… or tasks.NAME.output… by name, "
+                "not the whole context (@ or *)"
+            )
+        if kind == "field" and at_root:
+            if node["value"] == "tasks":
+                raise ExpressionError(f"'{source.strip()}': name a task, as tasks.NAME.output")
+            if node["value"] != "flow":
+                raise ExpressionError(
+                    f"'{source.strip()}': expressions read flow.input… or tasks.NAME.output…, "
+                    f"not '{node['value']}'"
+                )
+            continue
+        if kind == "subexpression" and at_root and children[0] == _field("tasks"):
+            if children[1]["type"] != "field":
+                raise ExpressionError(f"'{source.strip()}': name a task, as tasks.NAME.output")
+            found.append(children[1]["value"])
+            continue
+        if kind in _RELATIVE_AFTER_FIRST:
+            stack.extend((child, i == 0 and at_root) for i, child in enumerate(children))
+        elif kind == "expref":
+            stack.extend((child, False) for child in children)
+        else:
+            stack.extend((child, at_root) for child in children)
+    return found
+
+
+def _field(name: str) -> dict:
+    return {"type": "field", "children": [], "value": name}
+
+
+def resolve(template: Any, context: dict[str, Any]) -> Any:
+    """The template with every expression evaluated against `context`."""
+    if isinstance(template, dict):
+        return {key: resolve(value, context) for key, value in template.items()}
+    if isinstance(template, list):
+        return [resolve(value, context) for value in template]
+    if not isinstance(template, str) or "${{" not in template:
+        return template
+    whole = WHOLE.match(template)
+    if whole and "${{" not in whole.group(1):
+        return _evaluate(whole.group(1), context)
+    return EXPRESSION.sub(lambda m: _as_text(_evaluate(m.group(1), context)), template)
+
+
+def _evaluate(source: str, context: dict[str, Any]) -> Any:
+    try:
+        return compile_expression(source).search(context)
+    except JMESPathError as exc:
+        raise ExpressionError(f"'{source.strip()}' failed: {exc}") from None
+
+
+def _as_text(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value, sort_keys=True)
