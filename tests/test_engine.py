@@ -441,3 +441,29 @@ def test_http_host_removed_from_the_allow_list_after_saving_is_refused_at_run_ti
     settings.FLOWPLATFORM_HTTP_ALLOWED_HOSTS = []
     fe = tenant.client.post("/flow-executions", {"flow_id": flow_id}, format="json").json()
     assert latest(fe["id"], "call").error["type"] == "NotAllowed"
+
+
+def test_jobs_are_enqueued_only_after_commit_so_a_rolled_back_start_runs_nothing(tenant):
+    from django.db import transaction
+
+    from executions.services import start_flow_execution
+
+    flow_id = create_flow(
+        tenant, {"tasks": [task("a", "python", config={"callable": "tests.test_engine:counted"})]}
+    )
+
+    seen_inside: dict[str, Any] = {}
+
+    def start_then_fail() -> None:
+        with transaction.atomic():
+            start_flow_execution(tenant.org, flow_id=flow_id, input="x", actor="t")
+            seen_inside["queued"] = TaskExecution.objects.filter(status="queued").count()
+            seen_inside["calls"] = list(CALLS)
+            raise RuntimeError("abort")
+
+    with pytest.raises(RuntimeError, match="abort"):
+        start_then_fail()
+    assert seen_inside == {"queued": 1, "calls": []}  # created; its job waits for the commit
+    assert CALLS == []
+    assert not FlowExecution.objects.exists()
+    assert not TaskExecution.objects.exists()
