@@ -48,7 +48,6 @@ class Attempt:
     task_name: str
     idx: int
     status: str
-    output: Any
 
 
 def latest_attempts(
@@ -60,10 +59,34 @@ def latest_attempts(
         rows = rows.filter(task_name__in=list(names))
     latest: dict[str, Attempt] = {}
     for row in rows.order_by("task_name", "task_execution_idx").values_list(
-        "id", "task_name", "task_execution_idx", "status", "output"
+        "id", "task_name", "task_execution_idx", "status"
     ):
         latest[row[1]] = Attempt(*row)
     return latest
+
+
+def current_outputs(flow_execution: FlowExecution, names: Iterable[str]) -> dict[str, Any]:
+    """Each named task's current output: its newest non-deleted TaskOutput. One query.
+
+    Inputs are resolved from these, so an output published by a correction (PUT of an attempt
+    or POST /task-outputs) is what re-executed tasks read.
+    """
+    rows = (
+        TaskOutput.objects.filter(flow_execution=flow_execution, task_name__in=list(names))
+        .exclude(status=TaskOutput.Status.DELETED)
+        .order_by("task_name", "created_at", "id")
+        .values_list("task_name", "output")
+    )
+    return dict(rows)
+
+
+def resolve_task_input(spec: FlowSpec, task: str, flow_input: Any, outputs: dict[str, Any]) -> Any:
+    """What `task`'s input expressions give over the flow input and the current outputs."""
+    context = {
+        "flow": {"input": flow_input},
+        "tasks": {name: {"output": outputs.get(name)} for name in spec.tasks[task].upstream},
+    }
+    return resolve(spec.tasks[task].input, context)
 
 
 def enqueue_after_commit(attempt_ids: list[uuid.UUID]) -> None:
@@ -73,31 +96,31 @@ def enqueue_after_commit(attempt_ids: list[uuid.UUID]) -> None:
         transaction.on_commit(lambda a=attempt_id: run_task_attempt.enqueue(str(a)))
 
 
-def _resolve_input(spec: FlowSpec, task: str, flow_input: Any, latest: dict[str, Attempt]) -> Any:
-    context = {
-        "flow": {"input": flow_input},
-        "tasks": {name: {"output": latest[name].output} for name in spec.tasks[task].upstream},
-    }
-    return resolve(spec.tasks[task].input, context)
-
-
 def schedule(
-    flow_execution: FlowExecution, spec: FlowSpec, candidates: Iterable[str]
+    flow_execution: FlowExecution,
+    spec: FlowSpec,
+    candidates: Iterable[str],
+    *,
+    rerun_stale: bool = True,
 ) -> list[TaskExecution]:
     """Create attempts for the `candidates` that are ready; enqueue their jobs after commit.
 
     A candidate is ready when every upstream task's latest attempt is completed and its own
-    latest attempt is absent or stale. Call with the flow execution row locked.
+    latest attempt is absent (or deleted), or stale when `rerun_stale`. Call with the flow
+    execution row locked.
     """
     candidates = spec.dag.in_order(set(candidates))
     if not candidates:
         return []
-    needed = set(candidates).union(*(spec.tasks[t].upstream for t in candidates))
+    upstream = set().union(*(spec.tasks[t].upstream for t in candidates))
+    needed = upstream | set(candidates)
     latest = latest_attempts(flow_execution, needed)
+    outputs: dict[str, Any] | None = None
     created: list[TaskExecution] = []
     for task in candidates:
         current = latest.get(task)
-        if current is not None and current.status not in (Status.STALE, Status.DELETED):
+        runnable = {Status.STALE, Status.DELETED} if rerun_stale else {Status.DELETED}
+        if current is not None and current.status not in runnable:
             continue
         if not all(
             p in latest and latest[p].status == Status.COMPLETED for p in spec.tasks[task].upstream
@@ -109,8 +132,10 @@ def schedule(
             task_name=task,
             task_execution_idx=0 if current is None else current.idx + 1,
         )
+        if outputs is None:
+            outputs = current_outputs(flow_execution, upstream)
         try:
-            attempt.input = _resolve_input(spec, task, flow_execution.input, latest)
+            attempt.input = resolve_task_input(spec, task, flow_execution.input, outputs)
             human = get_executor(spec.tasks[task].type).waits_for_person
             attempt.status = Status.RUNNING if human else Status.QUEUED
         except ExpressionError as exc:
@@ -127,8 +152,8 @@ def refresh_status(flow_execution: FlowExecution, spec: FlowSpec) -> str:
 
     queued → running (an attempt exists) → in_progress (a task completed, or a person is
     awaited) → completed (every task's latest attempt completed) | failed (nothing can run and
-    a task failed for good) | stale (nothing runs and stale tasks remain). Never backwards
-    within a run; a re-execution starts a new run at `running`.
+    a task failed for good) | stale (nothing runs and stale tasks remain, which a re-execution
+    would refresh). Never backwards within a run; a re-execution starts a new run at `running`.
     """
     counts = TaskExecution.objects.filter(flow_execution=flow_execution).aggregate(
         live=Count("id", filter=Q(status__in=LIVE)),
@@ -146,7 +171,12 @@ def refresh_status(flow_execution: FlowExecution, spec: FlowSpec) -> str:
         status = FlowStatus.IN_PROGRESS if progressed else FlowStatus.RUNNING
     else:
         latest = {a.status for a in latest_attempts(flow_execution).values()}
-        status = FlowStatus.FAILED if Status.FAILED in latest else FlowStatus.STALE
+        if Status.STALE in latest:
+            status = FlowStatus.STALE
+        elif Status.FAILED in latest:
+            status = FlowStatus.FAILED
+        else:
+            status = current  # nothing has run (or only deleted attempts): no news
     if status != current:
         FlowExecution.objects.filter(pk=flow_execution.pk).update(
             status=status, updated_at=timezone.now()
@@ -187,23 +217,68 @@ def start(flow_execution: FlowExecution) -> FlowExecution:
     return flow_execution
 
 
+def mark_stale(
+    flow_execution: FlowExecution, spec: FlowSpec, tasks: Iterable[str], *, actor: str
+) -> list[str]:
+    """Make the latest attempt of each of `tasks` stale; return their names in DAG order.
+
+    A queued or running attempt is cancelled this way: its job finds it no longer queued, its
+    worker finds it no longer running, and neither changes anything. Tasks that never ran stay
+    unrun. Their current outputs are marked stale too. Set-based: the same few queries for 10
+    tasks or 10,000.
+    """
+    from outputs.services import recompute_task_outputs_summary
+
+    tasks = list(tasks)
+    if not tasks:
+        return []
+    latest = latest_attempts(flow_execution, tasks)
+    marked = {
+        name: attempt.id
+        for name, attempt in latest.items()
+        if attempt.status in (*LIVE, Status.COMPLETED, Status.FAILED)
+    }
+    if not marked:
+        return []
+    now = timezone.now()
+    TaskExecution.objects.filter(pk__in=list(marked.values())).update(
+        status=Status.STALE, modified_by=actor, updated_at=now
+    )
+    TaskOutput.objects.filter(
+        flow_execution=flow_execution,
+        task_name__in=list(marked),
+        status=TaskOutput.Status.COMPLETED,
+    ).update(status=TaskOutput.Status.STALE, updated_at=now)
+    recompute_task_outputs_summary(flow_execution.pk)
+    return spec.dag.in_order(marked)
+
+
 @transaction.atomic
-def reexecute(flow_execution: FlowExecution, *, actor: str) -> FlowExecution:
-    """Run the whole flow again: every task's latest attempt goes stale (a live one is
-    cancelled) and each task gets a new attempt, in dependency order. History is kept."""
+def reexecute(
+    flow_execution: FlowExecution, *, actor: str, only_stale: bool = False
+) -> list[TaskExecution]:
+    """Run the whole flow again, or only its stale tasks; history is kept.
+
+    Whole flow: every task's latest attempt goes stale (a live one is cancelled) and each task
+    gets a new attempt, in dependency order. `only_stale`: the stale tasks get new attempts as
+    their upstream tasks complete; nothing else runs again. Returns the attempts started now.
+    """
     flow_execution = lock_flow_execution(flow_execution.pk)
     spec = spec_for(flow_execution.flow_version)
     latest = latest_attempts(flow_execution)
-    TaskExecution.objects.filter(pk__in=[a.id for a in latest.values()]).exclude(
-        status=Status.STALE
-    ).update(status=Status.STALE, modified_by=actor, updated_at=timezone.now())
-    FlowExecution.objects.filter(pk=flow_execution.pk).update(
-        status=FlowStatus.RUNNING, modified_by=actor, updated_at=timezone.now()
-    )
-    flow_execution.status = FlowStatus.RUNNING
-    schedule(flow_execution, spec, spec.tasks)
+    if only_stale:
+        candidates = [name for name, a in latest.items() if a.status == Status.STALE]
+    else:
+        mark_stale(flow_execution, spec, latest, actor=actor)
+        candidates = list(spec.tasks)
+    if candidates:
+        FlowExecution.objects.filter(pk=flow_execution.pk).update(
+            status=FlowStatus.RUNNING, modified_by=actor, updated_at=timezone.now()
+        )
+        flow_execution.status = FlowStatus.RUNNING
+    started = schedule(flow_execution, spec, [c for c in candidates if c in spec.tasks])
     refresh_status(flow_execution, spec)
-    return flow_execution
+    return started
 
 
 def run_attempt(attempt_id: uuid.UUID) -> None:
@@ -306,13 +381,31 @@ def publish_output(
     )
 
 
-def release_dependents(task_execution: TaskExecution, *, actor: str) -> None:
-    """A person completed an attempt (a human task, or a failed one given a correct output):
-    publish its output and schedule what now has all its inputs. Call inside the transaction
-    that saved it, with the flow execution locked."""
-    flow_execution = lock_flow_execution(task_execution.flow_execution_id)
-    spec = spec_for(flow_execution.flow_version)
-    publish_output(flow_execution, task_execution.task_name, task_execution.output, None, actor)
-    if task_execution.task_name in spec.tasks:
-        schedule(flow_execution, spec, spec.dag.downstream[task_execution.task_name])
+@dataclass(frozen=True)
+class Propagation:
+    stale_tasks: list[str]  # in dependency order
+    started: list[TaskExecution]  # attempts created now (their jobs run after commit)
+
+
+def propagate_new_output(
+    flow_execution: FlowExecution,
+    spec: FlowSpec,
+    task_name: str,
+    output: Any,
+    *,
+    actor: str,
+    execute_flow: bool,
+) -> Propagation:
+    """A person gave `task_name` a new output (a correction, or completing a human or failed
+    task). Publish it; every transitive dependent's latest attempt goes stale; with
+    `execute_flow` the stale tasks run again in dependency order with inputs resolved from the
+    current outputs. Tasks downstream that never ran start when their inputs are complete (a
+    completed human task releases its dependents either way). Call with the row locked.
+    """
+    publish_output(flow_execution, task_name, output, None, actor)
+    stale = mark_stale(flow_execution, spec, spec.dag.descendants(task_name), actor=actor)
+    started = schedule(
+        flow_execution, spec, spec.dag.downstream[task_name], rerun_stale=execute_flow
+    )
     refresh_status(flow_execution, spec)
+    return Propagation(stale_tasks=stale, started=started)

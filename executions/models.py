@@ -131,3 +131,22 @@ class TaskExecution(TenantOwned):
 
     def __str__(self) -> str:
         return f"{self.task_name}#{self.task_execution_idx}"
+
+
+# Allowed status changes of a task execution, whoever makes them (API, admin, commands, engine).
+# completed → completed is a corrected output; failed → completed a person supplying the right
+# one. queued → completed is allowed only for human tasks (see allowed_transition).
+TASK_EXECUTION_TRANSITIONS: dict[str, frozenset[str]] = {
+    TaskExecutionStatus.QUEUED: frozenset({"running", "deleted"}),
+    TaskExecutionStatus.RUNNING: frozenset({"completed", "failed", "deleted"}),
+    TaskExecutionStatus.COMPLETED: frozenset({"completed", "stale", "deleted"}),
+    TaskExecutionStatus.FAILED: frozenset({"completed", "stale", "deleted"}),
+    TaskExecutionStatus.STALE: frozenset({"deleted"}),
+    TaskExecutionStatus.DELETED: frozenset({"deleted"}),
+}
+
+
+def allowed_transition(current: str, requested: str, *, human_task: bool = False) -> bool:
+    if human_task and current == TaskExecutionStatus.QUEUED and requested == "completed":
+        return True
+    return requested in TASK_EXECUTION_TRANSITIONS.get(current, frozenset())

@@ -162,8 +162,48 @@ class ExecuteFlowQuerySerializer(serializers.Serializer):
     execute_flow = QueryBooleanField(
         default=False,
         help_text="Whether to re-execute downstream tasks after updating this task execution. "
+        "If true, every task that depends on it (the stale tasks) runs again with inputs "
+        "resolved from the corrected output; if false, they are only marked stale. "
         "Default: false for safety (explicit opt-in for re-execution).",
     )
+    dry_run = QueryBooleanField(
+        default=False,
+        help_text="Validate and answer what would happen (the record as it would be, the stale "
+        "tasks, the tasks that would start) without writing anything or starting any job.",
+    )
+
+
+class CorrectionResponseSerializer(TaskExecutionSerializer):
+    """The seed's task execution, plus what the correction did to the rest of the flow."""
+
+    stale_tasks = serializers.ListField(
+        child=serializers.CharField(),
+        read_only=True,
+        help_text="Tasks whose latest attempt this correction made stale (every transitive "
+        "dependent that had run), in dependency order.",
+    )
+    started_tasks = serializers.ListField(
+        child=serializers.CharField(),
+        read_only=True,
+        help_text="Tasks given a new attempt by this request (with execute_flow, the stale tasks "
+        "whose inputs are ready; the rest follow as their upstream tasks complete).",
+    )
+    new_attempts = serializers.ListField(
+        child=serializers.UUIDField(),
+        read_only=True,
+        help_text="Ids of the attempts this request started (empty on a dry run).",
+    )
+    dry_run = serializers.BooleanField(read_only=True, help_text="True for a preview.")
+
+    class Meta(TaskExecutionSerializer.Meta):
+        fields = [
+            *TaskExecutionSerializer.Meta.fields,
+            "stale_tasks",
+            "started_tasks",
+            "new_attempts",
+            "dry_run",
+        ]
+        read_only_fields = fields
 
 
 class FlowExecutionCreateSerializer(StrictSerializer):
@@ -180,4 +220,12 @@ class FlowExecutionCreateSerializer(StrictSerializer):
         required=False,
         min_value=1,
         help_text="The version to run and pin; default: the flow's latest version.",
+    )
+
+
+class ReexecuteQuerySerializer(serializers.Serializer):
+    only = serializers.ChoiceField(
+        choices=["stale"],
+        required=False,
+        help_text="`stale`: re-run only the stale tasks (and what they release).",
     )

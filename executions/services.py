@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -10,10 +11,18 @@ from django.db import IntegrityError, transaction
 from django.db.models import Max
 
 from executions import engine
-from executions.models import FlowExecution, TaskExecution
-from flowplatform.exceptions import FLOW_EXECUTION_NOT_FOUND, Conflict, InvalidInput, NotFound
-from flowplatform.records import apply_update
+from executions.executors import get_executor
+from executions.models import FlowExecution, TaskExecution, allowed_transition
+from flowplatform.exceptions import (
+    FLOW_EXECUTION_NOT_FOUND,
+    Conflict,
+    InvalidInput,
+    InvalidTransition,
+    NotFound,
+)
+from flowplatform.records import apply_update, check_identity, check_unchanged_since
 from flowplatform.tenancy.models import Organization
+from flows.definitions import spec_for
 from flows.models import Flow, FlowVersion
 
 # Fields of a task execution a client may change; everything else is identity or server-set.
@@ -97,11 +106,14 @@ def start_flow_execution(
     return flow_execution
 
 
-def reexecute_flow_execution(flow_execution: FlowExecution, *, actor: str) -> FlowExecution:
-    """POST /flow-executions/{id}/execute: every task runs again; earlier attempts are kept."""
+def reexecute_flow_execution(
+    flow_execution: FlowExecution, *, actor: str, only_stale: bool = False
+) -> FlowExecution:
+    """POST /flow-executions/{id}/execute[?only=stale]: every task, or only the stale ones,
+    runs again; earlier attempts are kept."""
     if flow_execution.status == FlowExecution.Status.DELETED:
         raise Conflict("the flow execution is deleted")
-    engine.reexecute(flow_execution, actor=actor)
+    engine.reexecute(flow_execution, actor=actor, only_stale=only_stale)
     flow_execution.refresh_from_db()
     return flow_execution
 
@@ -160,37 +172,101 @@ def create_task_execution(
         ) from None
 
 
+@dataclass(frozen=True)
+class CorrectionResult:
+    task_execution: TaskExecution
+    stale_tasks: list[str] = field(default_factory=list)  # dependency order
+    started: list[TaskExecution] = field(default_factory=list)  # attempts created now
+    dry_run: bool = False
+
+
+def _check_current_attempt(task_execution: TaskExecution) -> None:
+    latest = (
+        TaskExecution.objects.filter(
+            flow_execution_id=task_execution.flow_execution_id, task_name=task_execution.task_name
+        )
+        .order_by("-task_execution_idx")
+        .values_list("id", "task_execution_idx")
+        .first()
+    )
+    if latest is not None and latest[0] != task_execution.pk:
+        raise InvalidInput.field(
+            "task_execution_idx",
+            f"attempt {task_execution.task_execution_idx} of task '{task_execution.task_name}' "
+            f"is not its current attempt; correct the current one: task_execution_idx "
+            f"{latest[1]}, id {latest[0]}",
+            "not_current_attempt",
+        )
+
+
 @transaction.atomic
-def update_task_execution(
+def correct_task_execution(
     task_execution: TaskExecution,
     *,
     changes: dict[str, Any],
     identity: dict[str, Any],
     expected_updated_at: datetime | None,
     actor: str,
-) -> TaskExecution:
-    """Apply `changes` (a subset of the mutable fields) to the stored attempt.
+    execute_flow: bool = False,
+) -> CorrectionResult:
+    """PUT/PATCH /task-executions/{id}: the correction path (DESIGN.md), in one transaction.
 
-    `identity` holds the identity fields the client sent; each must equal the stored value.
-    `expected_updated_at` is the optimistic lock (None: last write wins).
+    1. validate: identity fields unchanged, the optimistic lock, the status transition, and
+       that this is the task's current attempt;
+    2. save it, with `modified_by` = the actor;
+    3. when it ends completed: publish its output as the task's current TaskOutput (signals
+       recompute the summaries), mark every transitive dependent's latest attempt stale, and
+       with `execute_flow` start the stale tasks again (jobs enqueued after commit).
+    The flow execution row is locked first, so corrections to one flow execution serialize.
     """
-    get_flow_execution_for_write(task_execution.organization, task_execution.flow_execution_id)
-    task_execution, before = apply_update(
-        task_execution,
+    flow_execution = get_flow_execution_for_write(
+        task_execution.organization, task_execution.flow_execution_id
+    )
+    spec = spec_for(flow_execution.flow_version)
+    locked = TaskExecution.objects.select_for_update().get(pk=task_execution.pk)
+    check_identity(locked, identity)
+    check_unchanged_since(locked, expected_updated_at)
+    requested = changes.get("status", locked.status)
+    task = spec.tasks.get(locked.task_name)
+    human = task is not None and get_executor(task.type).waits_for_person
+    if not allowed_transition(locked.status, requested, human_task=human):
+        raise InvalidTransition(locked.status, requested)
+    if requested != TaskExecution.Status.DELETED:
+        _check_current_attempt(locked)
+    task_execution, _ = apply_update(
+        locked,
         mutable_fields=TASK_EXECUTION_MUTABLE_FIELDS,
         changes=changes,
-        identity=identity,
-        expected_updated_at=expected_updated_at,
+        identity={},
+        expected_updated_at=None,
         actor=actor,
     )
-    newly_completed = (
-        task_execution.status == TaskExecution.Status.COMPLETED
-        and before.get("status", TaskExecution.Status.COMPLETED) != TaskExecution.Status.COMPLETED
+    if task_execution.status != TaskExecution.Status.COMPLETED or task is None:
+        engine.refresh_status(flow_execution, spec)
+        return CorrectionResult(task_execution)
+    propagation = engine.propagate_new_output(
+        flow_execution,
+        spec,
+        task_execution.task_name,
+        task_execution.output,
+        actor=actor,
+        execute_flow=execute_flow,
     )
-    if newly_completed:
-        # A person completed a human task, or gave a failed task a correct output.
-        engine.release_dependents(task_execution, actor=actor)
-    return task_execution
+    return CorrectionResult(task_execution, propagation.stale_tasks, propagation.started)
+
+
+def preview_correction(task_execution: TaskExecution, **kwargs: Any) -> CorrectionResult:
+    """`dry_run`: the same correction, computed in a transaction that is rolled back.
+
+    Nothing is written and no job is enqueued (on-commit hooks of a rolled-back transaction are
+    dropped); the answer shows the record as it would be, with its stored `updated_at`.
+    """
+    stored_updated_at = task_execution.updated_at
+    with transaction.atomic():
+        result = correct_task_execution(task_execution, **kwargs)
+        transaction.set_rollback(True)
+    result.task_execution.updated_at = stored_updated_at
+    return replace(result, dry_run=True)
 
 
 def delete_task_execution(task_execution: TaskExecution, *, actor: str) -> TaskExecution:

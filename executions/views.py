@@ -14,9 +14,11 @@ from executions import services
 from executions.filters import FlowExecutionFilterSet, TaskExecutionFilterSet
 from executions.models import FlowExecution, TaskExecution
 from executions.serializers import (
+    CorrectionResponseSerializer,
     ExecuteFlowQuerySerializer,
     FlowExecutionCreateSerializer,
     FlowExecutionSerializer,
+    ReexecuteQuerySerializer,
     TaskExecutionCreateSerializer,
     TaskExecutionSerializer,
     TaskExecutionUpdateSerializer,
@@ -68,19 +70,25 @@ class FlowExecutionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, Ten
         return Response(status=status.HTTP_204_NO_CONTENT)
 
     @extend_schema(
-        summary="Re-execute entire flow",
+        summary="Re-execute entire flow, or only its stale tasks",
         description=(
             "Every task runs again in dependency order as a new attempt (idx + 1); each task's "
-            "latest attempt becomes `stale` (a queued or running one is cancelled). Earlier "
-            "attempts are kept."
+            "latest attempt becomes `stale` (a queued or running one is cancelled). With "
+            "`only=stale`, only the stale tasks run again. Earlier attempts are kept."
         ),
+        parameters=[ReexecuteQuerySerializer],
         request=None,
         responses={202: FlowExecutionSerializer},
     )
     @action(detail=True, methods=["post"], filterset_class=None)
     def execute(self, request: Request, pk: str) -> Response:
+        query = ReexecuteQuerySerializer(data=request.query_params)
+        if not query.is_valid():
+            raise RequestValidationError(query.errors, location="query")
         flow_execution = services.reexecute_flow_execution(
-            self.get_object(), actor=request.user.actor
+            self.get_object(),
+            actor=request.user.actor,
+            only_stale=query.validated_data.get("only") == "stale",
         )
         return Response(self.get_serializer(flow_execution).data, status=status.HTTP_202_ACCEPTED)
 
@@ -96,21 +104,29 @@ class FlowExecutionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, Ten
     update=extend_schema(
         summary="Update task execution and optionally re-execute flow",
         description=(
-            "Updates a task execution's output, status, or other fields. Identity fields must "
-            "equal the stored ones. Concurrency: optimistic locking via `updated_at` — send the "
-            "value you read to get 409 instead of overwriting a newer change; omit it for "
-            "last-write-wins. `execute_flow` is validated as a boolean (default false)."
+            "The correction path, in one transaction with the flow execution locked: validate "
+            "(identity fields unchanged; allowed status transition; only the task's current "
+            "attempt), save, publish the output as the task's current TaskOutput (summaries are "
+            "recomputed), mark every transitive dependent's latest attempt `stale` (queued or "
+            "running ones are cancelled) and, with `execute_flow=true`, run exactly those tasks "
+            "again with inputs resolved from the corrected outputs; earlier attempts are kept. "
+            "`dry_run=true` answers the same without writing anything. Concurrency: optimistic "
+            "locking via `updated_at` — send the value you read to get 409 instead of "
+            "overwriting a newer change; omit it for last-write-wins."
         ),
         request=TaskExecutionUpdateSerializer,
         parameters=[ExecuteFlowQuerySerializer],
         responses={
-            200: OpenApiResponse(TaskExecutionSerializer, "Task execution updated successfully")
+            200: OpenApiResponse(
+                CorrectionResponseSerializer, "Task execution updated successfully"
+            )
         },
     ),
     partial_update=extend_schema(
-        summary="Change some fields of a task execution",
+        summary="Change some fields of a task execution (the same correction path as PUT)",
         request=TaskExecutionUpdateSerializer,
         parameters=[ExecuteFlowQuerySerializer],
+        responses={200: CorrectionResponseSerializer},
     ),
     destroy=extend_schema(summary="Soft-delete a task execution (status becomes deleted)"),
 )
@@ -140,10 +156,23 @@ class TaskExecutionViewSet(
         query = ExecuteFlowQuerySerializer(data=request.query_params)
         if not query.is_valid():
             raise RequestValidationError(query.errors, location="query")
-        return super().update(request, pk, partial)
-
-    def update_record(self, record: TaskExecution, **kwargs: Any) -> TaskExecution:
-        return services.update_task_execution(record, **kwargs)
+        task_execution = self.get_object()
+        correction = (
+            services.preview_correction
+            if query.validated_data["dry_run"]
+            else services.correct_task_execution
+        )
+        result = correction(
+            task_execution,
+            execute_flow=query.validated_data["execute_flow"],
+            **self.split_update(request, partial),
+        )
+        record = result.task_execution
+        record.stale_tasks = result.stale_tasks
+        record.started_tasks = [attempt.task_name for attempt in result.started]
+        record.new_attempts = [] if result.dry_run else [attempt.id for attempt in result.started]
+        record.dry_run = result.dry_run
+        return Response(CorrectionResponseSerializer(record).data)
 
     def destroy(self, request: Request, pk: str) -> Response:
         services.delete_task_execution(self.get_object(), actor=request.user.actor)

@@ -17,6 +17,22 @@ from flowplatform.records import apply_update
 from flowplatform.tenancy.models import Organization
 from outputs.models import TaskOutput
 
+
+def mark_dependents_stale(
+    flow_execution: FlowExecution, task_name: str, *, actor: str
+) -> list[str]:
+    from executions import engine
+    from flows.definitions import spec_for
+
+    spec = spec_for(flow_execution.flow_version)
+    if task_name not in spec.tasks:
+        return []
+    stale = engine.mark_stale(flow_execution, spec, spec.dag.descendants(task_name), actor=actor)
+    if stale:
+        engine.refresh_status(flow_execution, spec)
+    return stale
+
+
 TASK_OUTPUT_MUTABLE_FIELDS = ("output", "summary", "tags", "status")
 
 
@@ -101,7 +117,12 @@ def create_task_output(
         raise Conflict("the flow execution is deleted; it takes no new task outputs")
     if status == TaskOutput.Status.DELETED:
         raise InvalidInput.field("status", "a task output cannot be created as deleted")
-    return TaskOutput.objects.create(
+    supersedes = (
+        TaskOutput.objects.filter(flow_execution=flow_execution, task_name=task_name)
+        .exclude(status=TaskOutput.Status.DELETED)
+        .exists()
+    )
+    task_output = TaskOutput.objects.create(
         organization=organization,
         flow_execution=flow_execution,
         task_name=task_name,
@@ -112,6 +133,10 @@ def create_task_output(
         flow_version=flow_execution.flow_version.version,
         modified_by=actor,
     )
+    if supersedes:
+        # Dependents read this task's current output: what they computed is now outdated.
+        mark_dependents_stale(flow_execution, task_name, actor=actor)
+    return task_output
 
 
 @transaction.atomic

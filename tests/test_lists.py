@@ -613,7 +613,7 @@ ROUTES: list[tuple[str, str, Any, int]] = [
     ),
     ("get", "/task-executions/{task_execution}", None, 200),
     ("put", "/task-executions/{task_execution}", task_execution_body, 200),
-    ("patch", "/task-executions/{task_execution}", lambda w: {"status": "running"}, 200),
+    ("patch", "/task-executions/{task_execution}", lambda w: {"status": "stale"}, 200),
     ("delete", "/task-executions/{task_execution}", None, 204),
     ("get", "/task-outputs", None, 200),
     (

@@ -41,10 +41,12 @@ RESPONSE_FIELDS = {
     "task_name",
     "updated_at",
 }
+# The correction path adds these read-only fields to the seed's task execution in PUT answers.
+CORRECTION_FIELDS = {"stale_tasks", "started_tasks", "new_attempts", "dry_run"}
 # Documented transitions, one per target status: queued → running → completed | failed;
-# any → deleted; completed/failed → stale. queued → queued stands for "queued" itself.
+# any → deleted; completed/failed → stale; completed → completed (a corrected output).
 TRANSITIONS = [
-    ("queued", "queued"),
+    ("completed", "completed"),
     ("queued", "running"),
     ("running", "completed"),
     ("running", "failed"),
@@ -148,7 +150,7 @@ def test_put_response_has_exactly_the_documented_fields(tenant):
     te = tenant.task_execution()
     response = put(tenant, te.id, required_body(te))
     assert response.status_code == 200, response.content
-    assert set(response.json()) == RESPONSE_FIELDS
+    assert set(response.json()) == RESPONSE_FIELDS | CORRECTION_FIELDS
 
 
 @pytest.mark.parametrize(
@@ -199,7 +201,7 @@ def test_put_round_trips_identity_field_unchanged(tenant, field, stored):
 @pytest.mark.parametrize(
     ("field", "value"),
     [
-        ("status", "running"),
+        ("status", "stale"),
         ("input", {"document": "b.pdf", "pages": [1, 2]}),
         ("input", ["a", 1, None, True]),
         ("input", "plain text"),
@@ -249,10 +251,10 @@ def test_put_without_optional_fields_keeps_stored_values(tenant):
     te = tenant.task_execution(
         input={"document": "a.pdf"}, output={"text": "x"}, error={"message": "m"}
     )
-    response = put(tenant, te.id, required_body(te, status="running"))
+    response = put(tenant, te.id, required_body(te, status="completed"))
     assert response.status_code == 200, response.content
     body = response.json()
-    assert body["status"] == "running"
+    assert body["status"] == "completed"
     assert body["input"] == {"document": "a.pdf"}
     assert body["output"] == {"text": "x"}
     assert body["error"] == {"message": "m"}
@@ -262,10 +264,10 @@ def test_put_without_optional_fields_keeps_stored_values(tenant):
 def test_put_answers_with_and_without_trailing_slash(tenant, slash):
     te = tenant.task_execution()
     response = tenant.client.put(
-        url(te.id, slash=slash), required_body(te, status="running"), format="json"
+        url(te.id, slash=slash), required_body(te, status="completed"), format="json"
     )
     assert response.status_code == 200, response.content
-    assert response.json()["status"] == "running"
+    assert response.json()["status"] == "completed"
 
 
 def test_put_echoes_x_request_id_header(tenant):
@@ -290,7 +292,9 @@ def test_put_applies_documented_status_transition(tenant, stored, new):
 
 
 def test_every_documented_status_is_covered_by_a_transition_test():
-    assert {new for _, new in TRANSITIONS} == set(STATUSES)
+    # queued is where every attempt starts; no transition leads back to it.
+    assert {new for _, new in TRANSITIONS} == set(STATUSES) - {"queued"}
+    assert {old for old, _ in TRANSITIONS} == set(STATUSES) - {"deleted"}
 
 
 @pytest.mark.parametrize("status", ["in_progress", "exploded", "COMPLETED", ""])
@@ -300,7 +304,7 @@ def test_put_with_status_outside_the_task_execution_enum_returns_422(tenant, sta
         put(tenant, te.id, required_body(te, status=status)), 422, "validation_error"
     )
     assert ("body", "status") in problems(body)
-    assert read(tenant, te)["status"] == "queued"
+    assert read(tenant, te)["status"] == "completed"
 
 
 @pytest.mark.parametrize("status", ["queued", "running", "completed", "failed", "stale"])
@@ -321,7 +325,7 @@ def test_put_changing_status_of_deleted_task_execution_returns_422_invalid_trans
 
 def test_put_without_modified_by_records_the_service_keys_actor(tenant):
     te = tenant.task_execution()
-    response = put(tenant, te.id, required_body(te, status="running"))
+    response = put(tenant, te.id, required_body(te, status="completed"))
     assert response.status_code == 200, response.content
     assert response.json()["modified_by"] == tenant.actor
     assert tenant.actor == f"api-key:{tenant.key.prefix}"
@@ -354,18 +358,18 @@ def test_put_with_invalid_modified_by_returns_422(tenant, actor):
 @pytest.mark.parametrize("value", ["true", "false", "1", "0"])
 def test_put_accepts_boolean_execute_flow(tenant, value):
     te = tenant.task_execution()
-    response = put(tenant, te.id, required_body(te, status="running"), f"?execute_flow={value}")
+    response = put(tenant, te.id, required_body(te, status="completed"), f"?execute_flow={value}")
     assert response.status_code == 200, response.content
-    assert response.json()["status"] == "running"
+    assert response.json()["status"] == "completed"
 
 
 @pytest.mark.parametrize("value", ["maybe", "2", "truee", ""])
 def test_put_with_non_boolean_execute_flow_returns_422(tenant, value):
     te = tenant.task_execution()
-    response = put(tenant, te.id, required_body(te, status="running"), f"?execute_flow={value}")
+    response = put(tenant, te.id, required_body(te, status="completed"), f"?execute_flow={value}")
     body = assert_error(response, 422, "validation_error")
     assert ("query", "execute_flow") in problems(body)
-    assert read(tenant, te)["status"] == "queued"
+    assert read(tenant, te)["status"] == "completed"
 
 
 # --- 422: body validation ------------------------------------------------------------------------
@@ -392,12 +396,12 @@ def test_put_without_required_field_returns_422(tenant, field):
 )
 def test_put_changing_identity_field_returns_422_immutable(tenant, other_tenant, field, new_value):
     te = tenant.task_execution(output={"text": "kept"})
-    sent = required_body(te, status="running", output={"text": "changed"})
+    sent = required_body(te, status="completed", output={"text": "changed"})
     sent[field] = new_value(tenant, other_tenant)
     body = assert_error(put(tenant, te.id, sent), 422, "validation_error")
     assert problems(body)[("body", field)] == "immutable"
     stored = read(tenant, te)
-    assert stored["status"] == "queued"
+    assert stored["status"] == "completed"
     assert stored["output"] == {"text": "kept"}
 
 
@@ -431,7 +435,7 @@ def test_put_with_wrongly_typed_field_returns_422(tenant, field, value):
 
 def test_put_with_task_name_of_200_characters_succeeds(tenant):
     te = tenant.task_execution(task_name="t" * 200)
-    response = put(tenant, te.id, required_body(te, status="running"))
+    response = put(tenant, te.id, required_body(te, status="completed"))
     assert response.status_code == 200, response.content
     assert response.json()["task_name"] == "t" * 200
 
@@ -476,13 +480,13 @@ def test_put_on_missing_or_foreign_task_execution_returns_404(tenant, other_tena
         "not-a-uuid": "not-a-uuid",
         "other-tenant": str(theirs.id),
     }[target]
-    sent = required_body(theirs, status="running", output={"text": "overwritten"})
+    sent = required_body(theirs, status="completed", output={"text": "overwritten"})
     sent["id"] = task_execution_id
     response = put(tenant, task_execution_id, sent, HTTP_X_REQUEST_ID="req-404")
     body = assert_error(response, 404, "not_found", request_id="req-404")
     assert body["error"]["message"] == "Task execution not found"
     theirs.refresh_from_db()
-    assert theirs.status == "queued"
+    assert theirs.status == "completed"
     assert theirs.output == {"text": "theirs"}
 
 
@@ -496,7 +500,7 @@ def test_put_with_stale_updated_at_returns_409_with_current_record(tenant):
     assert put(tenant, te.id, concurrent).status_code == 200
     current = read(tenant, te)
 
-    stale = dict(first_read, output={"text": "mine"}, status="running")
+    stale = dict(first_read, output={"text": "mine"}, status="completed")
     response = put(tenant, te.id, stale, HTTP_X_REQUEST_ID="req-409")
     body = assert_error(response, 409, "concurrent_update", request_id="req-409")
     assert body["error"]["details"]["current"] == current
@@ -526,9 +530,11 @@ def test_put_unexpected_error_returns_500_without_internals(tenant, monkeypatch)
     def explode(*args: Any, **kwargs: Any) -> None:
         raise RuntimeError("boom secret")
 
-    monkeypatch.setattr("executions.services.update_task_execution", explode)
+    monkeypatch.setattr("executions.services.correct_task_execution", explode)
     te = tenant.task_execution()
-    response = put(tenant, te.id, required_body(te, status="running"), HTTP_X_REQUEST_ID="req-500")
+    response = put(
+        tenant, te.id, required_body(te, status="completed"), HTTP_X_REQUEST_ID="req-500"
+    )
     assert_error(response, 500, "internal_error", request_id="req-500")
     text = response.content.decode()
     assert "boom" not in text

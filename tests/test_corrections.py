@@ -1,0 +1,450 @@
+"""Human-in-the-loop corrections: exactly the downstream tasks go stale, exactly they re-run."""
+
+from __future__ import annotations
+
+import io
+import json
+import uuid
+from typing import Any
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from executions.models import FlowExecution, TaskExecution
+from executions.selectors import freshness_violations, is_settled
+from executions.services import correct_task_execution, create_flow_execution
+from flows.services import create_flow
+from outputs.models import TaskOutput
+from tests.test_engine import CALLS, attempts, latest
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+SHAPES: dict[str, dict[str, list[str]]] = {
+    "chain": {"a": [], "b": ["a"], "c": ["b"], "d": ["c"]},
+    "diamond": {"a": [], "b": ["a"], "c": ["a"], "d": ["b", "c"], "e": []},
+    "fan": {
+        "root": [],
+        **{f"x{i}": ["root"] for i in range(5)},
+        "join": [f"x{i}" for i in range(5)],
+        "side": [],
+    },
+}
+CASES = [
+    ("chain", "b", ["c", "d"]),
+    ("chain", "d", []),
+    ("diamond", "b", ["d"]),
+    ("diamond", "a", ["b", "c", "d"]),
+    ("fan", "x2", ["join"]),
+    ("fan", "root", ["x0", "x1", "x2", "x3", "x4", "join"]),
+]
+
+
+def definition(shape: dict[str, list[str]], counted: bool = False) -> str:
+    """Each task's output is its input: its name and the outputs of its upstream tasks."""
+    tasks = []
+    for name, parents in shape.items():
+        reads = {p: f"${{{{ tasks.{p}.output }}}}" for p in parents}
+        task = {"name": name, "type": "transform", "input": {"me": name, "up": reads}}
+        if not parents:
+            task["input"]["flow"] = "${{ flow.input }}"
+        if counted:
+            task.update(type="python", config={"callable": "tests.test_engine:counted"})
+        tasks.append(task)
+    return json.dumps({"tasks": tasks})
+
+
+def run_shape(tenant: Any, shape: dict[str, list[str]], counted: bool = False) -> str:
+    flow = create_flow(
+        tenant.org,
+        name=f"f-{uuid.uuid4().hex[:8]}",
+        definition=definition(shape, counted),
+        actor="t",
+    )
+    response = tenant.client.post(
+        "/flow-executions", {"flow_id": str(flow.id), "input": 1}, format="json"
+    )
+    assert response.status_code == 201, response.json()
+    assert response.json()["status"] == "completed"
+    return response.json()["id"]
+
+
+def snapshot(flow_execution_id: str) -> dict[Any, tuple]:
+    return {
+        row["id"]: (row["status"], row["updated_at"], json.dumps(row["output"], sort_keys=True))
+        for row in TaskExecution.objects.filter(flow_execution_id=flow_execution_id).values()
+    }
+
+
+def correct(tenant: Any, attempt: TaskExecution, output: Any, query: str = "", **changes: Any):
+    body = tenant.client.get(f"/task-executions/{attempt.id}").json()
+    body.update(output=output, status="completed", **changes)
+    return tenant.client.put(f"/task-executions/{attempt.id}{query}", body, format="json")
+
+
+@pytest.mark.parametrize(("shape", "corrected", "expected"), CASES)
+def test_correction_marks_exactly_the_descendants_stale(tenant, shape, corrected, expected):
+    fe = run_shape(tenant, SHAPES[shape])
+    target = latest(fe, corrected)
+    before = snapshot(fe)
+
+    response = correct(tenant, target, {"fixed": True})
+
+    assert response.status_code == 200, response.json()
+    assert response.json()["stale_tasks"] == expected  # dependency order
+    assert response.json()["new_attempts"] == []
+    after = snapshot(fe)
+    assert set(after) == set(before), "no attempt added or removed"
+    stale_ids = {latest(fe, name).id for name in expected}
+    for attempt_id, (status, updated_at, output) in after.items():
+        if attempt_id in stale_ids:
+            assert (status, output) == ("stale", before[attempt_id][2])
+        elif attempt_id != target.id:
+            assert (status, updated_at, output) == before[attempt_id]
+    flow_execution = FlowExecution.objects.get(pk=fe)
+    assert flow_execution.status == ("stale" if expected else "completed")
+    assert flow_execution.task_outputs_summary["tasks"][corrected] == {"type": "object", "keys": 1}
+
+
+@pytest.mark.parametrize(("shape", "corrected", "expected"), CASES)
+def test_execute_flow_reruns_exactly_the_stale_tasks_and_keeps_history(
+    tenant, shape, corrected, expected
+):
+    fe = run_shape(tenant, SHAPES[shape])
+    target = latest(fe, corrected)
+    before = snapshot(fe)
+    old_outputs = {name: latest(fe, name).output for name in SHAPES[shape]}
+    made_stale = {latest(fe, name).id for name in expected}
+
+    response = correct(tenant, target, {"fixed": True}, "?execute_flow=true")
+
+    assert response.status_code == 200, response.json()
+    body = response.json()
+    assert body["stale_tasks"] == expected
+    children = [t for t in expected if corrected in SHAPES[shape][t]]
+    assert sorted(body["started_tasks"]) == sorted(children)
+    assert len(body["new_attempts"]) == len(children)
+    runs = attempts(fe)
+    for name in SHAPES[shape]:
+        if name in expected:
+            old, new = runs[name]
+            assert (old.status, old.output) == ("stale", old_outputs[name])  # history kept
+            assert (new.task_execution_idx, new.status) == (1, "completed")
+            if corrected in SHAPES[shape][name]:
+                assert new.input["up"][corrected] == {"fixed": True}
+        else:
+            assert len(runs[name]) == 1, f"{name} must not run again"
+    after = snapshot(fe)
+    for attempt_id in set(before) - made_stale - {target.id}:
+        assert after[attempt_id] == before[attempt_id]
+    flow_execution = FlowExecution.objects.get(pk=fe)
+    assert flow_execution.status == "completed"
+    assert is_settled(flow_execution)
+    assert freshness_violations(flow_execution) == []
+
+
+def test_stale_tasks_run_again_with_execute_only_stale(tenant):
+    fe = run_shape(tenant, SHAPES["diamond"])
+    correct(tenant, latest(fe, "b"), {"fixed": 1})
+    assert FlowExecution.objects.get(pk=fe).status == "stale"
+
+    response = tenant.client.post(f"/flow-executions/{fe}/execute?only=stale")
+
+    assert response.status_code == 202
+    assert response.json()["status"] == "completed"
+    runs = attempts(fe)
+    assert {name: len(items) for name, items in runs.items()} == {
+        "a": 1, "b": 1, "c": 1, "d": 2, "e": 1,
+    }  # fmt: skip
+    assert runs["d"][1].input["up"]["b"] == {"fixed": 1}
+    assert freshness_violations(FlowExecution.objects.get(pk=fe)) == []
+
+
+def test_bad_only_value_is_422(tenant):
+    fe = run_shape(tenant, SHAPES["chain"])
+    response = tenant.client.post(f"/flow-executions/{fe}/execute?only=everything")
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"] == ["query", "only"]
+
+
+def test_superseding_a_task_output_marks_its_dependents_stale_without_rerunning(tenant):
+    fe = run_shape(tenant, SHAPES["chain"])
+    before = TaskExecution.objects.filter(flow_execution_id=fe).count()
+    response = tenant.client.post(
+        "/task-outputs",
+        {
+            "flow_execution_id": fe,
+            "organization_id": str(tenant.org.id),
+            "task_name": "b",
+            "output": {"from": "reviewer"},
+            "summary": {"edited": True},
+            "status": "completed",
+        },
+        format="json",
+    )
+    assert response.status_code == 201
+    assert [latest(fe, n).status for n in "abcd"] == ["completed", "completed", "stale", "stale"]
+    assert TaskExecution.objects.filter(flow_execution_id=fe).count() == before
+    tenant.client.post(f"/flow-executions/{fe}/execute?only=stale")
+    assert latest(fe, "c").input["up"]["b"] == {"from": "reviewer"}
+
+
+def test_a_stale_tasks_current_output_is_marked_stale_in_the_summary(tenant):
+    fe = run_shape(tenant, SHAPES["chain"])
+    correct(tenant, latest(fe, "b"), {"fixed": 1})
+    summary = FlowExecution.objects.get(pk=fe).task_outputs_summary
+    assert summary["status_counts"] == {"completed": 2, "stale": 2}
+    assert set(TaskOutput.objects.filter(task_name="c").values_list("status", flat=True)) == {
+        "stale"
+    }
+
+
+@pytest.mark.parametrize(
+    ("stored", "requested"),
+    [
+        ("deleted", "completed"),
+        ("stale", "completed"),
+        ("queued", "completed"),
+        ("completed", "running"),
+        ("completed", "queued"),
+        ("failed", "running"),
+        ("running", "queued"),
+        ("stale", "running"),
+        ("queued", "queued"),
+    ],
+)
+def test_forbidden_transitions_are_422_saying_from_what_to_what(tenant, stored, requested):
+    attempt = tenant.task_execution(status=stored, output={"v": 1})
+    body = tenant.client.get(f"/task-executions/{attempt.id}").json()
+    body["status"] = requested
+    response = tenant.client.put(f"/task-executions/{attempt.id}", body, format="json")
+    assert response.status_code == 422
+    (problem,) = response.json()["detail"]
+    assert problem["loc"] == ["body", "status"]
+    assert f"'{stored}' to '{requested}'" in problem["msg"]
+    attempt.refresh_from_db()
+    assert attempt.status == stored
+
+
+def test_a_queued_human_task_may_be_completed_by_a_person(tenant):
+    attempt = tenant.task_execution(task_name="review", status="queued")
+    body = tenant.client.get(f"/task-executions/{attempt.id}").json()
+    body.update(status="completed", output={"approved": True})
+    assert (
+        tenant.client.put(f"/task-executions/{attempt.id}", body, format="json").status_code == 200
+    )
+
+
+def test_correcting_an_older_attempt_is_422_naming_the_current_one(tenant):
+    fe = tenant.flow_execution()
+    old = tenant.task_execution(fe, status="failed", task_execution_idx=0)
+    current = tenant.task_execution(fe, status="completed", task_execution_idx=1)
+    response = correct(tenant, old, {"late": True})
+    assert response.status_code == 422
+    (problem,) = response.json()["detail"]
+    assert problem["loc"] == ["body", "task_execution_idx"]
+    assert str(current.id) in problem["msg"]
+    assert "task_execution_idx 1" in problem["msg"]
+    old.refresh_from_db()
+    assert (old.status, old.output) == ("failed", None)
+
+
+def test_another_organizations_task_execution_is_404_and_untouched(tenant, other_tenant):
+    fe = run_shape(tenant, SHAPES["chain"])
+    target = latest(fe, "a")
+    body = tenant.client.get(f"/task-executions/{target.id}").json()
+    body["output"] = {"hijack": True}
+    before = snapshot(fe)
+    response = other_tenant.client.put(
+        f"/task-executions/{target.id}?execute_flow=true", body, format="json"
+    )
+    assert response.status_code == 404
+    assert snapshot(fe) == before
+
+
+def test_dry_run_answers_what_would_happen_and_writes_nothing(tenant, settings):
+    settings.FLOWPLATFORM_PYTHON_CALLABLES = ["tests.test_engine"]
+    fe = run_shape(tenant, SHAPES["diamond"], counted=True)
+    CALLS.clear()
+    target = latest(fe, "a")
+    tables = (TaskExecution, TaskOutput, FlowExecution)
+    before = [list(model.objects.order_by("pk").values()) for model in tables]
+
+    response = correct(tenant, target, {"fixed": True}, "?dry_run=true&execute_flow=true")
+
+    assert response.status_code == 200, response.json()
+    body = response.json()
+    assert body["dry_run"] is True
+    assert body["stale_tasks"] == ["b", "c", "d"]
+    assert sorted(body["started_tasks"]) == ["b", "c"]
+    assert body["new_attempts"] == []
+    assert body["output"] == {"fixed": True}
+    assert (
+        body["updated_at"]
+        == tenant.client.get(f"/task-executions/{target.id}").json()["updated_at"]
+    )
+    assert [list(model.objects.order_by("pk").values()) for model in tables] == before
+    assert CALLS == []  # no job ran
+
+
+def test_dry_run_still_validates(tenant):
+    attempt = tenant.task_execution(status="stale")
+    response = correct(tenant, attempt, {"x": 1}, "?dry_run=true")
+    assert response.status_code == 422
+
+
+def test_correction_without_updated_at_is_last_write_wins_and_records_the_actor(tenant):
+    fe = run_shape(tenant, SHAPES["chain"])
+    target = latest(fe, "d")
+    body = tenant.client.get(f"/task-executions/{target.id}").json()
+    del body["updated_at"]
+    body.update(output={"w": 1}, modified_by="3f0c8a52-0d0a-4b6e-9f43-4a7c8a9c1e11")
+    assert (
+        tenant.client.put(f"/task-executions/{target.id}", body, format="json").status_code == 200
+    )
+    target.refresh_from_db()
+    assert target.modified_by == "3f0c8a52-0d0a-4b6e-9f43-4a7c8a9c1e11"
+    assert (
+        TaskOutput.objects.filter(task_name="d").latest("created_at").modified_by
+        == target.modified_by
+    )
+
+
+def chain_execution(tenant: Any, size: int) -> tuple[FlowExecution, TaskExecution]:
+    tasks = [{"name": "t0", "type": "transform"}] + [
+        {"name": f"t{i}", "type": "transform", "depends_on": [f"t{i - 1}"]} for i in range(1, size)
+    ]
+    flow = create_flow(
+        tenant.org, name=f"chain-{size}", definition=json.dumps({"tasks": tasks}), actor="t"
+    )
+    fe = create_flow_execution(tenant.org, flow)
+    TaskExecution.objects.bulk_create(
+        TaskExecution(
+            organization=tenant.org,
+            flow_execution=fe,
+            task_name=f"t{i}",
+            status="completed",
+            output={"i": i},
+        )
+        for i in range(size)
+    )
+    return fe, TaskExecution.objects.get(flow_execution=fe, task_name="t0")
+
+
+def test_marking_stale_takes_the_same_number_of_queries_for_10_and_10000_tasks(tenant):
+    counts = {}
+    for size in (10, 10_000):
+        fe, first = chain_execution(tenant, size)
+        with CaptureQueriesContext(connection) as queries:
+            result = correct_task_execution(
+                first,
+                changes={"status": "completed", "output": {"fixed": True}},
+                identity={},
+                expected_updated_at=None,
+                actor="t",
+            )
+        assert len(result.stale_tasks) == size - 1
+        assert TaskExecution.objects.filter(flow_execution=fe, status="stale").count() == size - 1
+        counts[size] = len(queries)
+    assert counts[10] == counts[10_000]
+
+
+@st.composite
+def dags(draw: st.DrawFn) -> dict[str, list[str]]:
+    size = draw(st.integers(min_value=2, max_value=7))
+    shape: dict[str, list[str]] = {}
+    for i in range(size):
+        earlier = [f"n{j}" for j in range(i)]
+        shape[f"n{i}"] = draw(st.lists(st.sampled_from(earlier), unique=True)) if earlier else []
+    return shape
+
+
+@settings(
+    max_examples=20,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    shape=dags(),
+    corrections=st.lists(
+        st.tuples(st.integers(min_value=0, max_value=6), st.booleans(), st.integers(0, 3)),
+        min_size=1,
+        max_size=5,
+    ),
+)
+def test_freshness_invariant_holds_after_any_sequence_of_corrections(tenant, shape, corrections):
+    fe = run_shape(tenant, shape)
+    for index, execute, value in corrections:
+        completed = [n for n in shape if latest(fe, n).status == "completed"]
+        if not completed:
+            break
+        target = latest(fe, completed[index % len(completed)])
+        query = "?execute_flow=true" if execute else ""
+        assert correct(tenant, target, {"v": value}, query).status_code == 200
+        flow_execution = FlowExecution.objects.get(pk=fe)
+        assert is_settled(flow_execution)
+        assert freshness_violations(flow_execution) == []
+    tenant.client.post(f"/flow-executions/{fe}/execute?only=stale")
+    flow_execution = FlowExecution.objects.get(pk=fe)
+    assert flow_execution.status == "completed"
+    assert freshness_violations(flow_execution) == []
+    assert {latest(fe, n).status for n in shape} == {"completed"}
+
+
+def start_document_review(tenant: Any) -> str:
+    from pathlib import Path
+
+    text = (
+        Path(__file__).resolve().parent.parent / "examples" / "document-review.yaml"
+    ).read_text()
+    flow = create_flow(tenant.org, name="review", definition=text, actor="t")
+    response = tenant.client.post(
+        "/flow-executions", {"flow_id": str(flow.id), "input": {"document": "a b c"}}, format="json"
+    )
+    assert response.json()["status"] == "in_progress"
+    return response.json()["id"]
+
+
+def test_correcting_upstream_of_a_waiting_human_task_cancels_it(tenant):
+    fe = start_document_review(tenant)
+    waiting = latest(fe, "review")
+    response = correct(tenant, latest(fe, "extract"), {"pages": 9, "title": "new"})
+    assert response.json()["stale_tasks"] == ["review"]
+    waiting.refresh_from_db()
+    assert waiting.status == "stale"
+    late = tenant.client.get(f"/task-executions/{waiting.id}").json()
+    late.update(status="completed", output={"approved": True})
+    assert (
+        tenant.client.put(f"/task-executions/{waiting.id}", late, format="json").status_code == 422
+    )
+    assert "publish" not in attempts(fe)
+
+
+def test_with_execute_flow_the_human_task_waits_again_with_the_corrected_input(tenant):
+    fe = start_document_review(tenant)
+    correct(tenant, latest(fe, "extract"), {"pages": 9, "title": "new"}, "?execute_flow=true")
+    review = latest(fe, "review")
+    assert (review.task_execution_idx, review.status) == (1, "running")
+    assert review.input == {"pages": 9, "title": "new"}
+    assert FlowExecution.objects.get(pk=fe).status == "in_progress"
+
+
+def test_check_freshness_command_reports_violations_and_fails(tenant):
+    from django.core.management import CommandError, call_command
+
+    fe = run_shape(tenant, SHAPES["chain"])
+    out = io.StringIO()
+    call_command("check_freshness", fe, stdout=out)
+    assert "0 violation(s)" in out.getvalue()
+
+    TaskExecution.objects.filter(pk=latest(fe, "c").pk).update(input={"tampered": True})
+    out = io.StringIO()
+    with pytest.raises(CommandError, match="1 freshness violation"):
+        call_command("check_freshness", fe, stdout=out)
+    assert "task 'c'" in out.getvalue()
+    with pytest.raises(CommandError, match="no such flow execution"):
+        call_command("check_freshness", str(uuid.uuid4()))
