@@ -227,12 +227,19 @@ def correct_task_execution(
     check_identity(locked, identity)
     check_unchanged_since(locked, expected_updated_at)
     requested = changes.get("status", locked.status)
+    if requested != TaskExecution.Status.DELETED:
+        _check_current_attempt(locked)
     task = spec.tasks.get(locked.task_name)
     human = task is not None and get_executor(task.type).waits_for_person
     if not allowed_transition(locked.status, requested, human_task=human):
         raise InvalidTransition(locked.status, requested)
-    if requested != TaskExecution.Status.DELETED:
-        _check_current_attempt(locked)
+    # Finishing pending work (a person completing a waiting human task) carries the flow on,
+    # as a worker finishing an attempt does; re-running what a changed output made stale is
+    # the caller's choice (execute_flow) only when an already finished output is corrected.
+    finishing_pending_work = locked.status in (
+        TaskExecution.Status.QUEUED,
+        TaskExecution.Status.RUNNING,
+    )
     task_execution, _ = apply_update(
         locked,
         mutable_fields=TASK_EXECUTION_MUTABLE_FIELDS,
@@ -250,7 +257,7 @@ def correct_task_execution(
         task_execution.task_name,
         task_execution.output,
         actor=actor,
-        execute_flow=execute_flow,
+        execute_flow=execute_flow or finishing_pending_work,
     )
     return CorrectionResult(task_execution, propagation.stale_tasks, propagation.started)
 

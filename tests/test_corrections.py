@@ -448,3 +448,43 @@ def test_check_freshness_command_reports_violations_and_fails(tenant):
     assert "task 'c'" in out.getvalue()
     with pytest.raises(CommandError, match="no such flow execution"):
         call_command("check_freshness", str(uuid.uuid4()))
+
+
+def test_approving_a_rerun_human_task_reruns_its_stale_dependents(tenant):
+    fe = start_document_review(tenant)
+    first = latest(fe, "review")
+    approve = tenant.client.get(f"/task-executions/{first.id}").json()
+    approve.update(status="completed", output={"approved": True})
+    tenant.client.put(f"/task-executions/{first.id}", approve, format="json")
+    correct(tenant, latest(fe, "extract"), {"pages": 3, "title": "t"}, "?execute_flow=true")
+    rerun = latest(fe, "review")
+    assert (rerun.task_execution_idx, rerun.status) == (1, "running")
+    assert latest(fe, "publish").status == "stale"
+
+    response = tenant.client.patch(
+        f"/task-executions/{rerun.id}",
+        {"status": "completed", "output": {"approved": False}},
+        format="json",
+    )
+
+    assert response.json()["started_tasks"] == ["publish"]
+    publish = latest(fe, "publish")
+    assert (publish.task_execution_idx, publish.status) == (1, "completed")
+    assert publish.input["pages"] == 3
+    assert publish.input["approved"] is False
+    flow_execution = FlowExecution.objects.get(pk=fe)
+    assert flow_execution.status == "completed"
+    assert freshness_violations(flow_execution) == []
+
+
+def test_patching_an_older_stale_attempt_names_the_current_one(tenant):
+    fe = start_document_review(tenant)
+    old = latest(fe, "review")
+    correct(tenant, latest(fe, "extract"), {"pages": 3, "title": "t"}, "?execute_flow=true")
+    response = tenant.client.patch(
+        f"/task-executions/{old.id}", {"output": {"x": 1}}, format="json"
+    )
+    assert response.status_code == 422
+    (problem,) = response.json()["detail"]
+    assert problem["loc"] == ["body", "task_execution_idx"]
+    assert str(latest(fe, "review").id) in problem["msg"]
