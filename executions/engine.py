@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.db import transaction
-from django.db.models import Count, Q
+from django.db.models import Count, Exists, OuterRef, Q
 from django.utils import timezone
 
 from executions.executors import ExecutorResult, TaskFailed, default_summary, get_executor
@@ -155,34 +155,52 @@ def refresh_status(flow_execution: FlowExecution, spec: FlowSpec) -> str:
     a task failed for good) | stale (nothing runs and stale tasks remain, which a re-execution
     would refresh). Never backwards within a run; a re-execution starts a new run at `running`.
     """
-    counts = TaskExecution.objects.filter(flow_execution=flow_execution).aggregate(
-        live=Count("id", filter=Q(status__in=LIVE)),
-        completed_tasks=Count("task_name", filter=Q(status=Status.COMPLETED), distinct=True),
-    )
     current = flow_execution.status
-    if counts["completed_tasks"] == len(spec.tasks):
+    if current == FlowStatus.DELETED:
+        return current  # a deleted flow execution stays deleted
+    attempts = TaskExecution.objects.filter(flow_execution=flow_execution)
+    newer = TaskExecution.objects.filter(
+        flow_execution=OuterRef("flow_execution"),
+        task_name=OuterRef("task_name"),
+        task_execution_idx__gt=OuterRef("task_execution_idx"),
+    )
+    counts = attempts.aggregate(live=Count("id", filter=Q(status__in=LIVE)))
+    completed_tasks = (
+        attempts.filter(status=Status.COMPLETED).exclude(Exists(newer)).values("task_name").count()
+    )
+    if completed_tasks == len(spec.tasks):
         status = FlowStatus.COMPLETED
     elif counts["live"]:
         progressed = (
             current == FlowStatus.IN_PROGRESS
-            or counts["completed_tasks"] > 0
+            or completed_tasks > 0
             or _awaits_person(flow_execution, spec)
         )
         status = FlowStatus.IN_PROGRESS if progressed else FlowStatus.RUNNING
     else:
-        latest = {a.status for a in latest_attempts(flow_execution).values()}
-        if Status.STALE in latest:
-            status = FlowStatus.STALE
-        elif Status.FAILED in latest:
-            status = FlowStatus.FAILED
-        else:
-            status = current  # nothing has run (or only deleted attempts): no news
+        status = _settled_status(flow_execution, spec)
     if status != current:
         FlowExecution.objects.filter(pk=flow_execution.pk).update(
             status=status, updated_at=timezone.now()
         )
         flow_execution.status = status
     return status
+
+
+def _settled_status(flow_execution: FlowExecution, spec: FlowSpec) -> str:
+    """Nothing runs and not every task is completed: `stale` if a re-execution of the stale
+    tasks could make progress, else `failed` (what remains is blocked by a failed task)."""
+    latest = {n: a.status for n, a in latest_attempts(flow_execution, spec.tasks).items()}
+    failed = [name for name, status in latest.items() if status == Status.FAILED]
+    blocked = spec.dag.descendants(*failed) if failed else set()
+    needs_run = [
+        name
+        for name in spec.tasks
+        if latest.get(name, Status.STALE) in (Status.STALE, Status.DELETED) and name not in blocked
+    ]
+    if needs_run:
+        return FlowStatus.STALE
+    return FlowStatus.FAILED if failed else flow_execution.status
 
 
 def _awaits_person(flow_execution: FlowExecution, spec: FlowSpec) -> bool:
@@ -267,7 +285,9 @@ def reexecute(
     spec = spec_for(flow_execution.flow_version)
     latest = latest_attempts(flow_execution)
     if only_stale:
-        candidates = [name for name, a in latest.items() if a.status == Status.STALE]
+        candidates = [
+            name for name, a in latest.items() if a.status in (Status.STALE, Status.DELETED)
+        ]
     else:
         mark_stale(flow_execution, spec, latest, actor=actor)
         candidates = list(spec.tasks)
@@ -297,19 +317,33 @@ def run_attempt(attempt_id: uuid.UUID) -> None:
     FlowExecution.objects.filter(pk=flow_execution.pk, status=FlowStatus.QUEUED).update(
         status=FlowStatus.RUNNING, updated_at=timezone.now()
     )
-    spec = spec_for(flow_execution.flow_version)
-    task = spec.tasks[attempt.task_name]
     try:
+        spec = spec_for(flow_execution.flow_version)
+        task = spec.tasks[attempt.task_name]
         result = get_executor(task.type).run(attempt.input, task.config)
         output = json.loads(json.dumps(result.output))
         finish(attempt, ExecutorResult(output, result.summary))
     except TaskFailed as exc:
-        finish(attempt, error={"type": exc.error_type, "message": str(exc)})
-    except (TypeError, ValueError) as exc:
-        finish(attempt, error={"type": type(exc).__name__, "message": str(exc)})
+        _record_failure(attempt, exc.error_type, str(exc))
     except Exception as exc:
-        logger.exception("task %s attempt %s raised", attempt.task_name, attempt_id)
-        finish(attempt, error={"type": type(exc).__name__, "message": str(exc)})
+        if not isinstance(exc, TypeError | ValueError):
+            logger.exception("task %s attempt %s raised", attempt.task_name, attempt_id)
+        _record_failure(attempt, type(exc).__name__, str(exc))
+
+
+def _record_failure(attempt: TaskExecution, error_type: str, message: str) -> None:
+    """Record the failure; if even that fails (e.g. the database refuses the message), record a
+    bare one, so an attempt is never left running with nobody to finish it."""
+    error = {"type": error_type, "message": message.replace("\x00", "\\0")[:10_000]}
+    try:
+        finish(attempt, error=error)
+    except Exception:
+        logger.exception("recording the failure of attempt %s failed", attempt.pk)
+        TaskExecution.objects.filter(pk=attempt.pk, status=Status.RUNNING).update(
+            status=Status.FAILED,
+            error={"type": error_type, "message": "the error could not be recorded"},
+            updated_at=timezone.now(),
+        )
 
 
 @transaction.atomic
@@ -325,7 +359,16 @@ def finish(
         if not running.update(status=Status.COMPLETED, output=result.output, updated_at=now):
             return False
         publish_output(flow_execution, attempt.task_name, result.output, result.summary)
-        schedule(flow_execution, spec, spec.dag.downstream[attempt.task_name])
+        children = spec.dag.downstream[attempt.task_name]
+        if any(
+            a.status != Status.STALE for a in latest_attempts(flow_execution, children).values()
+        ):
+            # Its dependents ran on its previous output (it ran again outside a correction,
+            # e.g. a person marked it stale): what they computed is outdated.
+            mark_stale(
+                flow_execution, spec, spec.dag.descendants(attempt.task_name), actor="system"
+            )
+        schedule(flow_execution, spec, children)
     else:
         if not running.update(status=Status.FAILED, error=error, updated_at=now):
             return False
@@ -338,13 +381,15 @@ def retry(
     flow_execution: FlowExecution, spec: FlowSpec, failed: TaskExecution
 ) -> TaskExecution | None:
     """A new attempt (idx + 1, same input) if the task has retries left after this failure."""
-    statuses = (
+    statuses = list(
         TaskExecution.objects.filter(flow_execution=flow_execution, task_name=failed.task_name)
         .order_by("-task_execution_idx")
-        .values_list("status", flat=True)
+        .values_list("status", "task_execution_idx")
     )
+    if statuses[0][1] != failed.task_execution_idx:
+        return None  # a newer attempt exists: this failure is history, not the task's state
     failures_in_a_row = 0
-    for status in statuses:
+    for status, _ in statuses:
         if status != Status.FAILED:
             break
         failures_in_a_row += 1

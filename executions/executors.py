@@ -137,6 +137,10 @@ class PythonExecutor(Executor):
         target = import_string(f"{module}.{function}")
         if not callable(target):
             raise AttributeError(f"{path} is not callable")
+        real = getattr(target, "__module__", None) or ""
+        if not _callable_allowed(f"{real}:"):
+            # e.g. a function an allowed module merely imported from elsewhere
+            raise AttributeError(f"{path} is defined in '{real}', which is not allowed")
         return target
 
     def run(self, input: Any, config: dict[str, Any]) -> ExecutorResult:

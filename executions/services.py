@@ -9,6 +9,7 @@ from typing import Any
 
 from django.db import IntegrityError, transaction
 from django.db.models import Max
+from django.utils import timezone
 
 from executions import engine
 from executions.executors import get_executor
@@ -23,6 +24,7 @@ from flowplatform.exceptions import (
 from flowplatform.records import apply_update, check_identity, check_unchanged_since
 from flowplatform.tenancy.models import Organization
 from flows.definitions import spec_for
+from flows.expressions import ExpressionError
 from flows.models import Flow, FlowVersion
 
 # Fields of a task execution a client may change; everything else is identity or server-set.
@@ -118,13 +120,49 @@ def reexecute_flow_execution(
     return flow_execution
 
 
+@transaction.atomic
 def delete_flow_execution(flow_execution: FlowExecution, *, actor: str) -> FlowExecution:
-    """Soft delete: status `deleted`, hidden from lists, kept for the audit trail."""
+    """Soft delete: status `deleted`, hidden from lists, kept for the audit trail. Its queued
+    and running attempts are cancelled (made stale), so nothing keeps working on it."""
+    flow_execution = engine.lock_flow_execution(flow_execution.pk)
+    live = TaskExecution.objects.filter(flow_execution=flow_execution, status__in=engine.LIVE)
+    live.update(status=TaskExecution.Status.STALE, modified_by=actor, updated_at=timezone.now())
     if flow_execution.status != FlowExecution.Status.DELETED:
         flow_execution.status = FlowExecution.Status.DELETED
         flow_execution.modified_by = actor
         flow_execution.save(update_fields=["status", "modified_by", "updated_at"])
     return flow_execution
+
+
+def _input_for_new_attempt(
+    flow_execution: FlowExecution, spec: Any, task_name: str, supplied: Any
+) -> Any:
+    """A queued attempt will run: its upstream tasks must be completed, and its input is what
+    its expressions resolve to now (sent as-is or omitted; anything else would break freshness)."""
+    upstream = spec.tasks[task_name].upstream
+    latest = engine.latest_attempts(flow_execution, upstream)
+    waiting = [n for n in upstream if getattr(latest.get(n), "status", None) != "completed"]
+    if waiting:
+        raise InvalidInput.field(
+            "status",
+            f"'{task_name}' cannot be queued to run: upstream tasks not completed: "
+            + ", ".join(waiting),
+            "upstream_not_completed",
+        )
+    try:
+        expected = engine.resolve_task_input(
+            spec, task_name, flow_execution.input, engine.current_outputs(flow_execution, upstream)
+        )
+    except ExpressionError as exc:
+        raise InvalidInput.field("input", str(exc), "invalid_expression") from None
+    if supplied is not None and supplied != expected:
+        raise InvalidInput.field(
+            "input",
+            "a queued attempt runs on the input its expressions resolve to; omit it or send "
+            f"exactly {expected!r}",
+            "immutable",
+        )
+    return expected
 
 
 @transaction.atomic
@@ -146,6 +184,20 @@ def create_task_execution(
         raise Conflict("the flow execution is deleted; it takes no new task executions")
     if status == TaskExecution.Status.DELETED:
         raise InvalidInput.field("status", "a task execution cannot be created as deleted")
+    spec = spec_for(flow_execution.flow_version)
+    if task_name not in spec.tasks:
+        raise InvalidInput.field(
+            "task_name",
+            f"'{task_name}' is not a task of version {flow_execution.flow_version.version} of "
+            "this flow",
+            "unknown_task",
+        )
+    runs = (
+        status == TaskExecution.Status.QUEUED
+        and not get_executor(spec.tasks[task_name].type).waits_for_person
+    )
+    if runs:
+        input = _input_for_new_attempt(flow_execution, spec, task_name, input)
     if task_execution_idx is None:
         latest = flow_execution.task_executions.filter(task_name=task_name).aggregate(
             latest=Max("task_execution_idx")
@@ -153,7 +205,7 @@ def create_task_execution(
         task_execution_idx = 0 if latest is None else latest + 1
     try:
         with transaction.atomic():
-            return TaskExecution.objects.create(
+            task_execution = TaskExecution.objects.create(
                 organization=organization,
                 flow_execution=flow_execution,
                 task_name=task_name,
@@ -170,6 +222,10 @@ def create_task_execution(
             f"{task_execution_idx} in this flow execution",
             {"task_name": task_name, "task_execution_idx": task_execution_idx},
         ) from None
+    if runs:
+        engine.enqueue_after_commit([task_execution.id])  # a queued attempt is one to run
+    engine.refresh_status(flow_execution, spec)
+    return task_execution
 
 
 @dataclass(frozen=True)
@@ -222,6 +278,8 @@ def correct_task_execution(
     flow_execution = get_flow_execution_for_write(
         task_execution.organization, task_execution.flow_execution_id
     )
+    if flow_execution.status == FlowExecution.Status.DELETED:
+        raise Conflict("the flow execution is deleted; its task executions cannot change")
     spec = spec_for(flow_execution.flow_version)
     locked = TaskExecution.objects.select_for_update().get(pk=task_execution.pk)
     check_identity(locked, identity)
@@ -229,6 +287,15 @@ def correct_task_execution(
     requested = changes.get("status", locked.status)
     if requested != TaskExecution.Status.DELETED:
         _check_current_attempt(locked)
+    if "input" in changes and changes["input"] != locked.input:
+        # The input is what the task's expressions resolved to from its upstream outputs;
+        # editing it would make the attempt claim it ran on something it did not.
+        raise InvalidInput.field(
+            "input",
+            "is resolved from the flow input and upstream outputs and cannot be edited; "
+            "correct the upstream task's output instead",
+            "immutable",
+        )
     task = spec.tasks.get(locked.task_name)
     human = task is not None and get_executor(task.type).waits_for_person
     if not allowed_transition(locked.status, requested, human_task=human):
@@ -276,10 +343,15 @@ def preview_correction(task_execution: TaskExecution, **kwargs: Any) -> Correcti
     return replace(result, dry_run=True)
 
 
+@transaction.atomic
 def delete_task_execution(task_execution: TaskExecution, *, actor: str) -> TaskExecution:
-    """Soft delete: the attempt stays, with status `deleted`, hidden from lists."""
+    """Soft delete: the attempt stays, with status `deleted`, hidden from lists. A queued or
+    running one is thereby cancelled; the flow execution's status follows."""
+    flow_execution = engine.lock_flow_execution(task_execution.flow_execution_id)
+    task_execution = TaskExecution.objects.select_for_update().get(pk=task_execution.pk)
     if task_execution.status != TaskExecution.Status.DELETED:
         task_execution.status = TaskExecution.Status.DELETED
         task_execution.modified_by = actor
         task_execution.save(update_fields=["status", "modified_by", "updated_at"])
+        engine.refresh_status(flow_execution, spec_for(flow_execution.flow_version))
     return task_execution

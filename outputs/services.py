@@ -39,8 +39,10 @@ TASK_OUTPUT_MUTABLE_FIELDS = ("output", "summary", "tags", "status")
 def recompute_task_outputs_summary(flow_execution_id: uuid.UUID) -> dict[str, Any]:
     """Rebuild `task_outputs_summary` from the current output of each task. Two queries.
 
-    A task's current output is its newest non-deleted TaskOutput.
+    A task's current output is its newest non-deleted TaskOutput. The flow execution row is
+    locked first, so two recomputes never overwrite each other with stale reads.
     """
+    FlowExecution.objects.select_for_update(of=("self",)).filter(pk=flow_execution_id).exists()
     rows = (
         TaskOutput.objects.filter(flow_execution_id=flow_execution_id)
         .exclude(status=TaskOutput.Status.DELETED)
@@ -117,11 +119,6 @@ def create_task_output(
         raise Conflict("the flow execution is deleted; it takes no new task outputs")
     if status == TaskOutput.Status.DELETED:
         raise InvalidInput.field("status", "a task output cannot be created as deleted")
-    supersedes = (
-        TaskOutput.objects.filter(flow_execution=flow_execution, task_name=task_name)
-        .exclude(status=TaskOutput.Status.DELETED)
-        .exists()
-    )
     task_output = TaskOutput.objects.create(
         organization=organization,
         flow_execution=flow_execution,
@@ -133,9 +130,8 @@ def create_task_output(
         flow_version=flow_execution.flow_version.version,
         modified_by=actor,
     )
-    if supersedes:
-        # Dependents read this task's current output: what they computed is now outdated.
-        mark_dependents_stale(flow_execution, task_name, actor=actor)
+    # Dependents read this task's current output: whatever they computed before is outdated.
+    mark_dependents_stale(flow_execution, task_name, actor=actor)
     return task_output
 
 
@@ -148,8 +144,10 @@ def update_task_output(
     expected_updated_at: datetime | None,
     actor: str,
 ) -> TaskOutput:
-    get_flow_execution_for_write(task_output.organization, task_output.flow_execution_id)
-    task_output, _ = apply_update(
+    flow_execution = get_flow_execution_for_write(
+        task_output.organization, task_output.flow_execution_id
+    )
+    task_output, before = apply_update(
         task_output,
         mutable_fields=TASK_OUTPUT_MUTABLE_FIELDS,
         changes=changes,
@@ -157,14 +155,26 @@ def update_task_output(
         expected_updated_at=expected_updated_at,
         actor=actor,
     )
+    if any(
+        before[name] != getattr(task_output, name)
+        for name in ("output", "status")
+        if name in before
+    ):
+        mark_dependents_stale(flow_execution, task_output.task_name, actor=actor)
     return task_output
 
 
 @transaction.atomic
 def delete_task_output(task_output: TaskOutput, *, actor: str) -> TaskOutput:
-    """Soft delete; the task's previous output (if any) becomes current again in the summary."""
+    """Soft delete; the task's previous output (if any) becomes current again, so what its
+    dependents computed is outdated. Lock order: the flow execution first."""
+    flow_execution = get_flow_execution_for_write(
+        task_output.organization, task_output.flow_execution_id
+    )
+    task_output = TaskOutput.objects.select_for_update().get(pk=task_output.pk)
     if task_output.status != TaskOutput.Status.DELETED:
         task_output.status = TaskOutput.Status.DELETED
         task_output.modified_by = actor
         task_output.save(update_fields=["status", "modified_by", "updated_at"])
+        mark_dependents_stale(flow_execution, task_output.task_name, actor=actor)
     return task_output

@@ -488,3 +488,158 @@ def test_patching_an_older_stale_attempt_names_the_current_one(tenant):
     (problem,) = response.json()["detail"]
     assert problem["loc"] == ["body", "task_execution_idx"]
     assert str(latest(fe, "review").id) in problem["msg"]
+
+
+# --- regressions found in review ----------------------------------------------------------------
+
+
+def output_of(fe: str, task_name: str) -> TaskOutput:
+    return (
+        TaskOutput.objects.filter(flow_execution_id=fe, task_name=task_name)
+        .exclude(status="deleted")
+        .latest("created_at")
+    )
+
+
+def settle_and_check(tenant: Any, fe: str) -> FlowExecution:
+    tenant.client.post(f"/flow-executions/{fe}/execute?only=stale")
+    flow_execution = FlowExecution.objects.get(pk=fe)
+    assert is_settled(flow_execution)
+    assert freshness_violations(flow_execution) == []
+    return flow_execution
+
+
+def test_editing_or_deleting_a_current_output_makes_its_dependents_stale(tenant):
+    fe = run_shape(tenant, SHAPES["chain"])
+    a_output = output_of(fe, "a")
+    body = tenant.client.get(f"/task-outputs/{a_output.id}").json()
+    body["output"] = {"edited": True}
+    assert tenant.client.put(f"/task-outputs/{a_output.id}", body, format="json").status_code == 200
+    assert [latest(fe, n).status for n in "bcd"] == ["stale"] * 3
+    assert settle_and_check(tenant, fe).status == "completed"
+    assert latest(fe, "b").input["up"]["a"] == {"edited": True}
+
+    b_output = output_of(fe, "b")
+    assert tenant.client.delete(f"/task-outputs/{b_output.id}").status_code == 204
+    assert [latest(fe, n).status for n in "cd"] == ["stale"] * 2
+    settle_and_check(tenant, fe)
+
+
+def test_a_task_rerun_outside_a_correction_invalidates_what_ran_on_its_old_output(tenant):
+    fe = run_shape(tenant, SHAPES["chain"])
+    a = latest(fe, "a")
+    TaskOutput.objects.filter(flow_execution_id=fe, task_name="a").update(output={"old": True})
+    response = tenant.client.patch(f"/task-executions/{a.id}", {"status": "stale"}, format="json")
+    assert response.status_code == 200
+    flow_execution = settle_and_check(tenant, fe)
+    assert flow_execution.status == "completed"
+    assert latest(fe, "b").task_execution_idx == 1  # re-ran on a's fresh output
+
+
+def test_deleting_a_waiting_human_attempt_leaves_the_flow_stale_and_recoverable(tenant):
+    fe = start_document_review(tenant)
+    waiting = latest(fe, "review")
+    assert tenant.client.delete(f"/task-executions/{waiting.id}").status_code == 204
+    assert FlowExecution.objects.get(pk=fe).status == "stale"
+    tenant.client.post(f"/flow-executions/{fe}/execute?only=stale")
+    again = latest(fe, "review")
+    assert (again.task_execution_idx, again.status) == (1, "running")
+    assert FlowExecution.objects.get(pk=fe).status == "in_progress"
+
+
+def test_a_deleted_flow_execution_cancels_its_work_and_stays_deleted(tenant):
+    fe = start_document_review(tenant)
+    waiting = latest(fe, "review")
+    assert tenant.client.delete(f"/flow-executions/{fe}").status_code == 204
+    waiting.refresh_from_db()
+    assert waiting.status == "stale"
+    response = tenant.client.patch(
+        f"/task-executions/{waiting.id}", {"status": "completed", "output": {}}, format="json"
+    )
+    assert response.status_code == 409
+    assert FlowExecution.objects.get(pk=fe).status == "deleted"
+
+
+def test_posting_a_queued_attempt_runs_it_on_its_resolved_input(tenant):
+    fe = run_shape(tenant, SHAPES["chain"])
+    body = {"flow_execution_id": fe, "organization_id": str(tenant.org.id), "task_name": "c"}
+    wrong = tenant.client.post("/task-executions", {**body, "input": {"made": "up"}}, format="json")
+    assert wrong.status_code == 422
+    assert wrong.json()["detail"][0]["loc"] == ["body", "input"]
+    created = tenant.client.post("/task-executions", body, format="json")
+    assert created.status_code == 201, created.json()
+    rerun = latest(fe, "c")
+    assert (rerun.task_execution_idx, rerun.status) == (1, "completed")
+    settle_and_check(tenant, fe)
+
+
+def test_queueing_a_task_whose_upstream_is_not_completed_is_refused(tenant):
+    fe = run_shape(tenant, SHAPES["chain"])
+    correct(tenant, latest(fe, "a"), {"x": 1})  # b, c, d stale
+    body = {"flow_execution_id": fe, "organization_id": str(tenant.org.id), "task_name": "c"}
+    response = tenant.client.post("/task-executions", body, format="json")
+    assert response.status_code == 422
+    assert "b" in response.json()["detail"][0]["msg"]
+
+
+def test_a_failure_message_the_database_cannot_store_still_fails_the_attempt(tenant, settings):
+    settings.FLOWPLATFORM_PYTHON_CALLABLES = ["tests.test_corrections"]
+    flow = create_flow(
+        tenant.org,
+        name="nul",
+        definition=json.dumps(
+            {
+                "tasks": [
+                    {
+                        "name": "t",
+                        "type": "python",
+                        "config": {"callable": "tests.test_corrections:raise_nul"},
+                    }
+                ]
+            }
+        ),
+        actor="t",
+    )
+    response = tenant.client.post("/flow-executions", {"flow_id": str(flow.id)}, format="json")
+    assert response.json()["status"] == "failed"
+    assert latest(response.json()["id"], "t").status == "failed"
+
+
+def raise_nul(input: Any) -> Any:
+    raise ValueError("bad \x00 value")
+
+
+def test_a_value_the_database_cannot_store_is_a_422_not_a_500(tenant):
+    flow = create_flow(
+        tenant.org,
+        name="n",
+        definition='{"tasks": [{"name": "t", "type": "transform"}]}',
+        actor="t",
+    )
+    response = tenant.client.post(
+        "/flow-executions", {"flow_id": str(flow.id), "input": "a\x00b"}, format="json"
+    )
+    if connection.vendor == "postgresql":
+        assert response.status_code == 422
+        assert response.json()["detail"][0]["type"] == "unstorable_value"
+    else:
+        assert response.status_code == 201  # SQLite stores it
+
+
+def test_a_python_callable_only_imported_into_an_allowed_module_is_refused(tenant):
+    definition = json.dumps(
+        {
+            "tasks": [
+                {
+                    "name": "t",
+                    "type": "python",
+                    "config": {"callable": "examples.tasks:ExecutorResult"},
+                }
+            ]
+        }
+    )
+    response = tenant.client.post(
+        "/flows", {"name": "sneaky", "definition": definition}, format="json"
+    )
+    assert response.status_code == 422
+    assert "executions.executors" in response.json()["detail"][0]["msg"]

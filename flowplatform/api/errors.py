@@ -12,7 +12,7 @@ from typing import Any
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import RequestDataTooBig
-from django.db import IntegrityError, InterfaceError, OperationalError
+from django.db import DataError, IntegrityError, InterfaceError, OperationalError
 from django.http import Http404, HttpRequest, JsonResponse
 from rest_framework import exceptions as drf
 
@@ -145,6 +145,18 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> JsonResponse:
         if getattr(exc, "wait", None):
             headers["Retry-After"] = str(int(exc.wait))
         return error_response(request, status, code, str(exc.detail), headers=headers)
+    if isinstance(exc, DataError):
+        # e.g. a NUL character (\u0000), which PostgreSQL cannot store in JSON or text
+        return validation_response(
+            request,
+            [
+                {
+                    "loc": ["body"],
+                    "msg": "a value cannot be stored (is there a \\u0000 in it?)",
+                    "type": "unstorable_value",
+                }
+            ],
+        )
     if isinstance(exc, IntegrityError):
         logger.info("integrity error answered as 409: %s", exc)
         return error_response(

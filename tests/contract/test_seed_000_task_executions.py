@@ -198,15 +198,24 @@ def test_put_round_trips_identity_field_unchanged(tenant, field, stored):
     assert read(tenant, te)[field] == stored(te)
 
 
+def test_post_for_a_task_not_in_the_flow_is_422(tenant):
+    fe = tenant.flow_execution()
+    response = tenant.client.post(
+        "/task-executions", create_body(tenant, fe, task_name="ghost"), format="json"
+    )
+    assert problems(assert_error(response, 422, "validation_error")) == {
+        ("body", "task_name"): "unknown_task"
+    }
+
+
 @pytest.mark.parametrize(
     ("field", "value"),
     [
         ("status", "stale"),
-        ("input", {"document": "b.pdf", "pages": [1, 2]}),
-        ("input", ["a", 1, None, True]),
-        ("input", "plain text"),
-        ("input", 42),
-        ("input", None),
+        ("output", {"document": "b.pdf", "pages": [1, 2]}),
+        ("output", ["a", 1, None, True]),
+        ("output", "plain text"),
+        ("output", 42),
         ("output", {"text": "corrected by a reviewer"}),
         ("output", [1, 2, 3]),
         ("output", None),
@@ -223,6 +232,20 @@ def test_put_round_trips_edited_field(tenant, field, value):
     assert response.status_code == 200, response.content
     assert response.json()[field] == value
     assert read(tenant, te)[field] == value
+
+
+@pytest.mark.parametrize("value", [{"document": "b.pdf"}, ["a"], "plain text", 42, None])
+def test_put_round_trips_input_but_refuses_to_edit_it(tenant, value):
+    te = tenant.task_execution(input={"document": "a.pdf"}, output={"text": "x"})
+    body = read(tenant, te)
+    assert put(tenant, te.id, body).json()["input"] == {"document": "a.pdf"}
+    body = read(tenant, te)
+    body["input"] = value
+    response = put(tenant, te.id, body)
+    assert problems(assert_error(response, 422, "validation_error")) == {
+        ("body", "input"): "immutable"
+    }
+    assert read(tenant, te)["input"] == {"document": "a.pdf"}
 
 
 def test_put_with_the_read_updated_at_succeeds_and_advances_updated_at(tenant):
@@ -611,7 +634,8 @@ def test_post_with_duplicate_attempt_returns_409(tenant):
 
 
 def test_post_with_task_name_of_200_characters_succeeds(tenant):
-    fe = tenant.flow_execution()
+    flow = tenant.flow("long-names", definition=f"tasks: [{{name: {'t' * 200}, type: human}}]")
+    fe = tenant.flow_execution(flow)
     response = tenant.client.post(
         "/task-executions", create_body(tenant, fe, task_name="t" * 200), format="json"
     )
