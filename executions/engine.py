@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.db import transaction
-from django.db.models import Count, Exists, OuterRef, Q
+from django.db.models import Count, Exists, OuterRef, Q, QuerySet
 from django.utils import timezone
 
 from executions.executors import ExecutorResult, TaskFailed, default_summary, get_executor
@@ -216,13 +216,19 @@ def _awaits_person(flow_execution: FlowExecution, spec: FlowSpec) -> bool:
 _VERSION_TEXT = ("flow_version__parsed", "flow_version__definition")
 
 
-def lock_flow_execution(flow_execution_id: uuid.UUID) -> FlowExecution:
+def locked_flow_executions() -> QuerySet[FlowExecution]:
+    """Flow executions row-locked until the transaction ends, with their pinned version (its
+    text deferred). Locking the flow execution first is the lock order for every write to
+    its attempts and outputs."""
     return (
         FlowExecution.objects.select_for_update(of=("self",))
         .select_related("flow_version")
         .defer(*_VERSION_TEXT)
-        .get(pk=flow_execution_id)
     )
+
+
+def lock_flow_execution(flow_execution_id: uuid.UUID) -> FlowExecution:
+    return locked_flow_executions().get(pk=flow_execution_id)
 
 
 @transaction.atomic

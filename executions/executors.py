@@ -14,6 +14,7 @@ import json
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
@@ -258,9 +259,16 @@ BUILTIN_EXECUTORS: dict[str, type[Executor]] = {
 
 
 def executors() -> dict[str, Executor]:
-    """Every registered task type, built-ins first, then FLOWPLATFORM_EXECUTORS."""
-    registry = {name: cls() for name, cls in BUILTIN_EXECUTORS.items()}
-    for name, path in settings.FLOWPLATFORM_EXECUTORS.items():
+    """Every registered task type, built-ins first, then FLOWPLATFORM_EXECUTORS (read-only)."""
+    return _registry(tuple(sorted(settings.FLOWPLATFORM_EXECUTORS.items())))
+
+
+@lru_cache(maxsize=8)
+def _registry(configured: tuple[tuple[str, str], ...]) -> dict[str, Executor]:
+    # Executors are stateless, so one instance each serves every call; keyed by the setting's
+    # value, a changed FLOWPLATFORM_EXECUTORS (tests, reloads) gets its own registry.
+    registry: dict[str, Executor] = {name: cls() for name, cls in BUILTIN_EXECUTORS.items()}
+    for name, path in configured:
         cls = import_string(path)
         if not (isinstance(cls, type) and issubclass(cls, Executor)):
             raise TypeError(f"FLOWPLATFORM_EXECUTORS['{name}'] = {path} is not an Executor")

@@ -21,7 +21,7 @@ from flowplatform.exceptions import (
     InvalidTransition,
     NotFound,
 )
-from flowplatform.records import apply_update, check_identity, check_unchanged_since
+from flowplatform.records import apply_changes, lock_for_update
 from flowplatform.tenancy.models import Organization
 from flows.definitions import spec_for
 from flows.expressions import ExpressionError
@@ -40,7 +40,7 @@ def get_flow_execution_for_write(
     concurrent changes to one flow execution serialize instead of deadlocking.
     """
     flow_execution = (
-        FlowExecution.objects.select_for_update()
+        engine.locked_flow_executions()
         .filter(organization=organization, pk=flow_execution_id)
         .first()
     )
@@ -141,7 +141,11 @@ def _input_for_new_attempt(
     its expressions resolve to now (sent as-is or omitted; anything else would break freshness)."""
     upstream = spec.tasks[task_name].upstream
     latest = engine.latest_attempts(flow_execution, upstream)
-    waiting = [n for n in upstream if getattr(latest.get(n), "status", None) != "completed"]
+    waiting = [
+        n
+        for n in upstream
+        if getattr(latest.get(n), "status", None) != TaskExecution.Status.COMPLETED
+    ]
     if waiting:
         raise InvalidInput.field(
             "status",
@@ -281,9 +285,9 @@ def correct_task_execution(
     if flow_execution.status == FlowExecution.Status.DELETED:
         raise Conflict("the flow execution is deleted; its task executions cannot change")
     spec = spec_for(flow_execution.flow_version)
-    locked = TaskExecution.objects.select_for_update().get(pk=task_execution.pk)
-    check_identity(locked, identity)
-    check_unchanged_since(locked, expected_updated_at)
+    locked = lock_for_update(
+        task_execution, identity=identity, expected_updated_at=expected_updated_at
+    )
     requested = changes.get("status", locked.status)
     if requested != TaskExecution.Status.DELETED:
         _check_current_attempt(locked)
@@ -307,14 +311,10 @@ def correct_task_execution(
         TaskExecution.Status.QUEUED,
         TaskExecution.Status.RUNNING,
     )
-    task_execution, _ = apply_update(
-        locked,
-        mutable_fields=TASK_EXECUTION_MUTABLE_FIELDS,
-        changes=changes,
-        identity={},
-        expected_updated_at=None,
-        actor=actor,
+    apply_changes(
+        locked, mutable_fields=TASK_EXECUTION_MUTABLE_FIELDS, changes=changes, actor=actor
     )
+    task_execution = locked
     if task_execution.status != TaskExecution.Status.COMPLETED or task is None:
         engine.refresh_status(flow_execution, spec)
         return CorrectionResult(task_execution)

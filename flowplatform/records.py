@@ -56,15 +56,31 @@ def apply_update(
     expected_updated_at: datetime | None,
     actor: str,
 ) -> tuple[Model, dict[str, Any]]:
-    """Re-read `record` under a row lock, check the rules above, apply `changes`, save.
+    """lock_for_update, then apply_changes; returns the saved record and the old values."""
+    record = lock_for_update(record, identity=identity, expected_updated_at=expected_updated_at)
+    return record, apply_changes(
+        record, mutable_fields=mutable_fields, changes=changes, actor=actor
+    )
 
-    Returns the saved record and the values the changed fields had before. A soft-deleted
-    record (status `deleted`) stays deleted: it can be read, never revived. Call inside a
-    transaction.
-    """
+
+def lock_for_update(
+    record: Model, *, identity: dict[str, Any], expected_updated_at: datetime | None
+) -> Model:
+    """Re-read `record` under a row lock and check its identity and the optimistic lock.
+    Call inside a transaction."""
     record = type(record).objects.select_for_update().get(pk=record.pk)
     check_identity(record, identity)
     check_unchanged_since(record, expected_updated_at)
+    return record
+
+
+def apply_changes(
+    record: Model, *, mutable_fields: tuple[str, ...], changes: dict[str, Any], actor: str
+) -> dict[str, Any]:
+    """Apply `changes` to a locked record and save; return the values they replaced.
+
+    A soft-deleted record (status `deleted`) stays deleted: it can be read, never revived.
+    """
     read_only = sorted(set(changes) - set(mutable_fields))
     if read_only:
         raise InvalidInput(
@@ -78,4 +94,4 @@ def apply_update(
         setattr(record, name, value)
     record.modified_by = actor
     record.save()
-    return record, before
+    return before
