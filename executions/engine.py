@@ -8,7 +8,13 @@ Rules, in the product's words:
 - a worker claims an attempt by moving it queued → running, and finishes it only where it is
   still running (compare-and-set), so a cancelled or duplicated job changes nothing;
 - a failed attempt is retried as a new attempt (idx + 1) while retries remain;
-- `human` attempts are created running and wait for a person (PUT /task-executions/{id}).
+- `human` attempts are created running and wait for a person (PUT /task-executions/{id});
+- an attempt that goes stale records why (StaleCause: the correction and the corrected task
+  nearest to it, or a re-execution);
+- early cutoff: a task that is stale only because something upstream changed, and whose freshly
+  resolved input equals its previous completed attempt's input, is not run again; it gets a
+  completed attempt that reuses that attempt's output (`reused_from`), and its dependents are
+  considered in turn. `rerun: always` in the task's definition opts out.
 
 Every write to a flow execution's attempts happens with its row locked (lock order: flow
 execution first), so concurrent workers finishing sibling tasks never schedule a task twice.
@@ -16,6 +22,7 @@ execution first), so concurrent workers finishing sibling tasks never schedule a
 
 from __future__ import annotations
 
+import heapq
 import json
 import logging
 import uuid
@@ -28,7 +35,8 @@ from django.db.models import Count, Exists, OuterRef, Q, QuerySet
 from django.utils import timezone
 
 from executions.executors import ExecutorResult, TaskFailed, default_summary, get_executor
-from executions.models import FlowExecution, TaskExecution
+from executions.models import FlowExecution, StaleReason, TaskExecution
+from flowplatform.canonical import same_json
 from flows.definitions import FlowSpec, spec_for
 from flows.expressions import ExpressionError, resolve
 from outputs.models import TaskOutput
@@ -48,6 +56,20 @@ class Attempt:
     task_name: str
     idx: int
     status: str
+    stale_reason: str | None = None
+    stale_upstream_task: str | None = None
+
+
+@dataclass(frozen=True)
+class StaleCause:
+    """Why attempts go stale: what the task execution representation shows as `stale_cause`."""
+
+    reason: str
+    correction_id: uuid.UUID | None = None
+    upstream_task: str | None = None  # the corrected task (nearest corrected ancestor)
+
+
+REEXECUTION = StaleCause(StaleReason.REEXECUTION)
 
 
 def latest_attempts(
@@ -59,7 +81,7 @@ def latest_attempts(
         rows = rows.filter(task_name__in=list(names))
     latest: dict[str, Attempt] = {}
     for row in rows.order_by("task_name", "task_execution_idx").values_list(
-        "id", "task_name", "task_execution_idx", "status"
+        "id", "task_name", "task_execution_idx", "status", "stale_reason", "stale_upstream_task"
     ):
         latest[row[1]] = Attempt(*row)
     return latest
@@ -102,49 +124,252 @@ def schedule(
     candidates: Iterable[str],
     *,
     rerun_stale: bool = True,
+    correction_id: uuid.UUID | None = None,
 ) -> list[TaskExecution]:
     """Create attempts for the `candidates` that are ready; enqueue their jobs after commit.
 
     A candidate is ready when every upstream task's latest attempt is completed and its own
-    latest attempt is absent (or deleted), or stale when `rerun_stale`. Call with the flow
-    execution row locked.
+    latest attempt is absent (or deleted), or stale when `rerun_stale`. A stale one that early
+    cutoff applies to gets a completed attempt reusing its previous result, and its dependents
+    become candidates in turn, in the same pass (a cut-off cascade costs a few queries, not a
+    few per task). `correction_id`: the correction whose re-execution this is. Call with the
+    flow execution row locked. Returns every attempt created.
     """
-    candidates = spec.dag.in_order(set(candidates))
-    if not candidates:
-        return []
-    upstream = set().union(*(spec.tasks[t].upstream for t in candidates))
-    needed = upstream | set(candidates)
-    latest = latest_attempts(flow_execution, needed)
-    outputs: dict[str, Any] | None = None
-    created: list[TaskExecution] = []
-    for task in candidates:
-        current = latest.get(task)
-        runnable = {Status.STALE, Status.DELETED} if rerun_stale else {Status.DELETED}
-        if current is not None and current.status not in runnable:
-            continue
-        if not all(
-            p in latest and latest[p].status == Status.COMPLETED for p in spec.tasks[task].upstream
-        ):
-            continue
+    return _Planner(flow_execution, spec, rerun_stale, correction_id).run(set(candidates))
+
+
+class _Planner:
+    """One scheduling pass, in dependency order, over what it has read of the flow execution."""
+
+    def __init__(
+        self,
+        flow_execution: FlowExecution,
+        spec: FlowSpec,
+        rerun_stale: bool,
+        correction_id: uuid.UUID | None,
+    ) -> None:
+        self.flow_execution = flow_execution
+        self.spec = spec
+        self.correction_id = correction_id
+        self.runnable = {Status.STALE, Status.DELETED} if rerun_stale else {Status.DELETED}
+        self.loaded: set[str] = set()
+        self.latest: dict[str, Attempt] = {}
+        self.outputs: dict[str, Any] = {}
+        self.reusable: dict[str, Reusable] = {}
+
+    def load(self, names: Iterable[str]) -> None:
+        """Read the latest attempts and current outputs of `names` and their upstream tasks."""
+        names = set(names)
+        wanted = names.union(*(self.spec.tasks[t].upstream for t in names)) - self.loaded
+        if not wanted:
+            return
+        latest = latest_attempts(self.flow_execution, wanted)
+        self.latest.update(latest)
+        self.outputs.update(current_outputs(self.flow_execution, wanted))
+        self.reusable.update(
+            _reusable_attempts(self.flow_execution, self.spec, list(latest.values()))
+        )
+        self.loaded |= wanted
+
+    def ready(self, task: str) -> bool:
+        current = self.latest.get(task)
+        return (current is None or current.status in self.runnable) and all(
+            p in self.latest and self.latest[p].status == Status.COMPLETED
+            for p in self.spec.tasks[task].upstream
+        )
+
+    def run(self, candidates: set[str]) -> list[TaskExecution]:
+        if not candidates:
+            return []
+        self.load(candidates)
+        rank = self.spec.dag.rank
+        heap = [(rank(t), t) for t in candidates]
+        heapq.heapify(heap)
+        queued = set(candidates)
+        created: list[TaskExecution] = []
+        reused: list[TaskExecution] = []
+        now = timezone.now()
+        while heap:
+            _, task = heapq.heappop(heap)
+            if not self.ready(task):
+                continue
+            attempt = self.attempt(task, now)
+            created.append(attempt)
+            self.latest[task] = Attempt(
+                attempt.id, task, attempt.task_execution_idx, attempt.status
+            )
+            if attempt.reused_from_id is None:
+                continue
+            reused.append(attempt)
+            self.outputs[task] = attempt.output
+            children = self.spec.dag.downstream[task]
+            if any(child not in self.loaded for child in children):
+                self.load(self.spec.dag.descendants(task))
+            for child in children:
+                if child not in queued:
+                    queued.add(child)
+                    # Topological rank keeps parents before children across the whole pass.
+                    heapq.heappush(heap, (rank(child), child))
+        TaskExecution.objects.bulk_create(created)
+        if reused:
+            _republish_reused(self.flow_execution, reused, self.reusable)
+        enqueue_after_commit([a.id for a in created if a.status == Status.QUEUED])
+        return created
+
+    def attempt(self, task: str, now: Any) -> TaskExecution:
+        current = self.latest.get(task)
         attempt = TaskExecution(
-            organization_id=flow_execution.organization_id,
-            flow_execution=flow_execution,
+            organization_id=self.flow_execution.organization_id,
+            flow_execution=self.flow_execution,
             task_name=task,
             task_execution_idx=0 if current is None else current.idx + 1,
+            started_by_correction_id=self.correction_id,
         )
-        if outputs is None:
-            outputs = current_outputs(flow_execution, upstream)
         try:
-            attempt.input = resolve_task_input(spec, task, flow_execution.input, outputs)
-            human = get_executor(spec.tasks[task].type).waits_for_person
-            attempt.status = Status.RUNNING if human else Status.QUEUED
+            attempt.input = resolve_task_input(
+                self.spec, task, self.flow_execution.input, self.outputs
+            )
         except ExpressionError as exc:
             attempt.status = Status.FAILED
             attempt.error = {"type": "ExpressionError", "message": str(exc)}
-        created.append(attempt)
-    TaskExecution.objects.bulk_create(created)
-    enqueue_after_commit([a.id for a in created if a.status == Status.QUEUED])
-    return created
+            return attempt
+        earlier = self.reusable.get(task) if current is not None else None
+        if earlier is not None and same_json(earlier.input, attempt.input):
+            attempt.status = Status.COMPLETED
+            attempt.output = earlier.output
+            attempt.reused_from_id = earlier.attempt_id
+            attempt.completed_at = now
+        else:
+            human = get_executor(self.spec.tasks[task].type).waits_for_person
+            attempt.status = Status.RUNNING if human else Status.QUEUED
+        return attempt
+
+
+@dataclass(frozen=True)
+class Reusable:
+    """A stale task's previous completed attempt, and the result its reuse would keep."""
+
+    attempt_id: uuid.UUID
+    input: Any
+    output: Any
+    summary: Any
+    tags: Any = None
+    modified_by: str = "system"
+
+
+def _doubted(attempt: TaskExecution, flow_execution: FlowExecution) -> bool:
+    """Was this attempt's own result thrown away (not merely outdated by a change upstream)?
+
+    A person marked it stale, or deleted it, or the whole flow was re-executed after it
+    completed: early cutoff never brings such a result back, nor one from before it.
+    """
+    if attempt.status == Status.DELETED:
+        return True
+    if attempt.status == Status.STALE and (
+        attempt.stale_reason in (StaleReason.REEXECUTION, StaleReason.FLOW_EXECUTION_DELETED)
+        or attempt.stale_upstream_task == attempt.task_name
+    ):
+        return True
+    reexecuted_at = flow_execution.reexecuted_at
+    return (
+        reexecuted_at is not None
+        and attempt.completed_at is not None
+        and attempt.completed_at < reexecuted_at
+    )
+
+
+def _reusable_attempts(
+    flow_execution: FlowExecution, spec: FlowSpec, latest: list[Attempt]
+) -> dict[str, Reusable]:
+    """For each stale task early cutoff may apply to, its previous completed attempt. Two
+    queries.
+
+    It applies when the task went stale only because something upstream changed (a correction
+    of an ancestor, or an ancestor that ran again); not to `rerun: always` tasks. The previous
+    completed attempt is the newest with a result, looking back no further than an attempt
+    whose own result was thrown away (_doubted). The result kept is the task's current output
+    when it was published after that attempt completed (the attempt's own, or a person's
+    replacement of it), else the attempt's output.
+    """
+    eligible = [
+        a.task_name
+        for a in latest
+        if a.status == Status.STALE
+        and a.stale_reason in (StaleReason.CORRECTION, StaleReason.UPSTREAM_RERUN)
+        and a.stale_upstream_task != a.task_name
+        and spec.tasks[a.task_name].rerun == "on_input_change"
+    ]
+    if not eligible:
+        return {}
+    history: dict[str, list[TaskExecution]] = {}
+    for row in (
+        TaskExecution.objects.filter(flow_execution=flow_execution, task_name__in=eligible)
+        .order_by("task_name", "-task_execution_idx")
+        .only(
+            "id",
+            "task_name",
+            "status",
+            "input",
+            "output",
+            "completed_at",
+            "stale_reason",
+            "stale_upstream_task",
+        )
+    ):
+        history.setdefault(row.task_name, []).append(row)
+    previous: dict[str, TaskExecution] = {}
+    for name, attempts in history.items():
+        for attempt in attempts:  # newest first
+            if _doubted(attempt, flow_execution):
+                break
+            if attempt.completed_at is not None:
+                previous[name] = attempt
+                break
+    if not previous:
+        return {}
+    current: dict[str, tuple] = {}
+    for row in (
+        TaskOutput.objects.filter(flow_execution=flow_execution, task_name__in=list(previous))
+        .exclude(status=TaskOutput.Status.DELETED)
+        .order_by("created_at", "id")
+        .values_list("task_name", "output", "summary", "tags", "modified_by", "created_at")
+    ):
+        current[row[0]] = row[1:]
+    reusable = {}
+    for name, attempt in previous.items():
+        published = current.get(name)
+        if published is not None and published[4] >= attempt.completed_at:
+            output, summary, tags, modified_by, _ = published
+            reusable[name] = Reusable(attempt.id, attempt.input, output, summary, tags, modified_by)
+        else:
+            reusable[name] = Reusable(
+                attempt.id, attempt.input, attempt.output, default_summary(attempt.output)
+            )
+    return reusable
+
+
+def _republish_reused(
+    flow_execution: FlowExecution, attempts: list[TaskExecution], reusable: dict[str, Reusable]
+) -> None:
+    """Reused results become their tasks' current outputs again (completed), with the summary,
+    tags and author they had. Set-based: a few queries for any number of tasks."""
+    from outputs.services import recompute_task_outputs_summary
+
+    TaskOutput.objects.bulk_create(
+        TaskOutput(
+            organization_id=flow_execution.organization_id,
+            flow_execution=flow_execution,
+            task_name=attempt.task_name,
+            output=attempt.output,
+            summary=reusable[attempt.task_name].summary,
+            tags=reusable[attempt.task_name].tags,
+            status=TaskOutput.Status.COMPLETED,
+            flow_version=flow_execution.flow_version.version,
+            modified_by=reusable[attempt.task_name].modified_by,
+        )
+        for attempt in attempts
+    )
+    recompute_task_outputs_summary(flow_execution.pk)
 
 
 def refresh_status(flow_execution: FlowExecution, spec: FlowSpec) -> str:
@@ -241,32 +466,59 @@ def start(flow_execution: FlowExecution) -> FlowExecution:
     return flow_execution
 
 
+@dataclass(frozen=True)
+class Marked:
+    stale: list[str]  # tasks whose latest attempt became stale now, in dependency order
+    moved: list[str]  # already-stale tasks whose cause is now this one (a nearer correction)
+
+
 def mark_stale(
-    flow_execution: FlowExecution, spec: FlowSpec, tasks: Iterable[str], *, actor: str
-) -> list[str]:
-    """Make the latest attempt of each of `tasks` stale; return their names in DAG order.
+    flow_execution: FlowExecution,
+    spec: FlowSpec,
+    tasks: Iterable[str],
+    *,
+    actor: str,
+    cause: StaleCause,
+) -> Marked:
+    """Make the latest attempt of each of `tasks` stale for `cause`.
 
     A queued or running attempt is cancelled this way: its job finds it no longer queued, its
     worker finds it no longer running, and neither changes anything. Tasks that never ran stay
-    unrun. Their current outputs are marked stale too. Set-based: the same few queries for 10
-    tasks or 10,000.
+    unrun. Their current outputs are marked stale too. An attempt a correction already made
+    stale takes this correction as its cause when this one's task is its nearest corrected
+    ancestor (see _nearer_cause). Set-based: the same few queries for 10 tasks or 10,000.
     """
     from outputs.services import recompute_task_outputs_summary
 
     tasks = list(tasks)
     if not tasks:
-        return []
+        return Marked([], [])
     latest = latest_attempts(flow_execution, tasks)
     marked = {
         name: attempt.id
         for name, attempt in latest.items()
         if attempt.status in (*LIVE, Status.COMPLETED, Status.FAILED)
     }
-    if not marked:
-        return []
+    nearer = _nearer_cause(spec, latest.values(), cause)
+    if not marked and not nearer:
+        return Marked([], [])
     now = timezone.now()
+    cause_fields = {
+        "stale_reason": cause.reason,
+        "stale_correction_id": cause.correction_id,
+        "stale_upstream_task": cause.upstream_task or "",
+        "stale_at": now,
+        "stale_by": actor,
+        "modified_by": actor,
+        "updated_at": now,
+    }
+    if nearer:
+        TaskExecution.objects.filter(pk__in=[a.id for a in nearer]).update(**cause_fields)
+    moved = spec.dag.in_order(a.task_name for a in nearer)
+    if not marked:
+        return Marked([], moved)
     TaskExecution.objects.filter(pk__in=list(marked.values())).update(
-        status=Status.STALE, modified_by=actor, updated_at=now
+        status=Status.STALE, **cause_fields
     )
     TaskOutput.objects.filter(
         flow_execution=flow_execution,
@@ -274,7 +526,29 @@ def mark_stale(
         status=TaskOutput.Status.COMPLETED,
     ).update(status=TaskOutput.Status.STALE, updated_at=now)
     recompute_task_outputs_summary(flow_execution.pk)
-    return spec.dag.in_order(marked)
+    return Marked(spec.dag.in_order(marked), moved)
+
+
+def _nearer_cause(spec: FlowSpec, attempts: Iterable[Attempt], cause: StaleCause) -> list:
+    """Already-stale attempts (of tasks downstream of `cause`'s corrected task) whose cause
+    becomes `cause`: every one a correction made stale, unless the task that correction
+    corrected lies downstream of this one's — then it is the nearer corrected ancestor. Between
+    unrelated corrected tasks (or the same task corrected again) the newer correction wins.
+    One walk of the DAG, whatever the number of earlier corrections.
+    """
+    if cause.reason != StaleReason.CORRECTION or cause.upstream_task not in spec.tasks:
+        return []
+    previous = [
+        a
+        for a in attempts
+        if a.status == Status.STALE
+        and a.stale_reason == StaleReason.CORRECTION
+        and a.stale_upstream_task != a.task_name  # marked stale itself: nothing is nearer
+    ]
+    if not previous:
+        return []
+    downstream = spec.dag.descendants(cause.upstream_task)
+    return [a for a in previous if a.stale_upstream_task not in downstream]
 
 
 @transaction.atomic
@@ -295,7 +569,11 @@ def reexecute(
             name for name, a in latest.items() if a.status in (Status.STALE, Status.DELETED)
         ]
     else:
-        mark_stale(flow_execution, spec, latest, actor=actor)
+        # Everything runs again: no result from before now is reused (see _doubted).
+        now = timezone.now()
+        FlowExecution.objects.filter(pk=flow_execution.pk).update(reexecuted_at=now)
+        flow_execution.reexecuted_at = now
+        mark_stale(flow_execution, spec, latest, actor=actor, cause=REEXECUTION)
         candidates = list(spec.tasks)
     if candidates:
         FlowExecution.objects.filter(pk=flow_execution.pk).update(
@@ -362,7 +640,9 @@ def finish(
     now = timezone.now()
     running = TaskExecution.objects.filter(pk=attempt.pk, status=Status.RUNNING)
     if result is not None:
-        if not running.update(status=Status.COMPLETED, output=result.output, updated_at=now):
+        if not running.update(
+            status=Status.COMPLETED, output=result.output, updated_at=now, completed_at=now
+        ):
             return False
         publish_output(flow_execution, attempt.task_name, result.output, result.summary)
         children = spec.dag.downstream[attempt.task_name]
@@ -372,9 +652,17 @@ def finish(
             # Its dependents ran on its previous output (it ran again outside a correction,
             # e.g. a person marked it stale): what they computed is outdated.
             mark_stale(
-                flow_execution, spec, spec.dag.descendants(attempt.task_name), actor="system"
+                flow_execution,
+                spec,
+                spec.dag.descendants(attempt.task_name),
+                actor="system",
+                cause=StaleCause(
+                    StaleReason.UPSTREAM_RERUN,
+                    attempt.started_by_correction_id,
+                    attempt.task_name,
+                ),
             )
-        schedule(flow_execution, spec, children)
+        schedule(flow_execution, spec, children, correction_id=attempt.started_by_correction_id)
     else:
         if not running.update(status=Status.FAILED, error=error, updated_at=now):
             return False
@@ -407,6 +695,7 @@ def retry(
         task_name=failed.task_name,
         task_execution_idx=failed.task_execution_idx + 1,
         input=failed.input,
+        started_by_correction_id=failed.started_by_correction_id,
     )
     enqueue_after_commit([attempt.id])
     return attempt
@@ -446,17 +735,26 @@ def propagate_new_output(
     *,
     actor: str,
     execute_flow: bool,
+    correction_id: uuid.UUID | None = None,
 ) -> Propagation:
     """A person gave `task_name` a new output (a correction, or completing a human or failed
     task). Publish it; every transitive dependent's latest attempt goes stale; with
     `execute_flow` the stale tasks run again in dependency order with inputs resolved from the
-    current outputs. Tasks downstream that never ran start when their inputs are complete (a
-    completed human task releases its dependents either way). Call with the row locked.
+    current outputs (early cutoff reuses what did not change). Tasks downstream that never ran
+    start when their inputs are complete (a completed human task releases its dependents
+    either way). Call with the row locked.
     """
     publish_output(flow_execution, task_name, output, None, actor)
-    stale = mark_stale(flow_execution, spec, spec.dag.descendants(task_name), actor=actor)
+    cause = StaleCause(StaleReason.CORRECTION, correction_id, task_name)
+    stale = mark_stale(
+        flow_execution, spec, spec.dag.descendants(task_name), actor=actor, cause=cause
+    ).stale
     started = schedule(
-        flow_execution, spec, spec.dag.downstream[task_name], rerun_stale=execute_flow
+        flow_execution,
+        spec,
+        spec.dag.downstream[task_name],
+        rerun_stale=execute_flow,
+        correction_id=correction_id,
     )
     refresh_status(flow_execution, spec)
     return Propagation(stale_tasks=stale, started=started)

@@ -32,6 +32,13 @@ class TaskExecutionStatus(models.TextChoices):
     STALE = "stale"
 
 
+class StaleReason(models.TextChoices):
+    CORRECTION = "correction", "A correction of this task or an upstream task"
+    UPSTREAM_RERUN = "upstream_rerun", "An upstream task ran again outside a correction"
+    REEXECUTION = "reexecution", "The whole flow execution was re-executed"
+    FLOW_EXECUTION_DELETED = "flow_execution_deleted", "The flow execution was deleted"
+
+
 class FlowExecution(TenantOwned):
     Status = FlowExecutionStatus
 
@@ -53,6 +60,12 @@ class FlowExecution(TenantOwned):
     modified_by = models.CharField(max_length=200, default="system", help_text=MODIFIED_BY_HELP)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
+    reexecuted_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="When the whole flow was last re-executed: early cutoff reuses no result "
+        "from before then.",
+    )
 
     class Meta:
         ordering = ["created_at", "id"]
@@ -105,6 +118,50 @@ class TaskExecution(TenantOwned):
     modified_by = models.CharField(max_length=200, default="system", help_text=MODIFIED_BY_HELP)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
+    completed_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="When the attempt last became completed; kept when it later goes stale, so "
+        "early cutoff can find the task's previous completed attempt.",
+    )
+    # Why the attempt went stale (set with the status; see executions.engine.StaleCause).
+    stale_reason = models.CharField(
+        max_length=32, choices=StaleReason.choices, blank=True, default=""
+    )
+    stale_correction = models.ForeignKey(
+        "Correction",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="stale_attempts",
+        help_text="The correction that made this attempt stale.",
+    )
+    stale_upstream_task = models.CharField(
+        max_length=200,
+        blank=True,
+        default="",
+        help_text="The corrected task through which staleness reached this attempt: its nearest "
+        "corrected ancestor (the task itself when it was corrected to stale).",
+    )
+    stale_at = models.DateTimeField(null=True, blank=True)
+    stale_by = models.CharField(max_length=200, blank=True, default="")
+    started_by_correction = models.ForeignKey(
+        "Correction",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="started_attempts",
+        help_text="The correction (with execute_flow) whose re-execution created this attempt.",
+    )
+    reused_from = models.ForeignKey(
+        "self",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+        help_text="Early cutoff: the earlier completed attempt whose output this one reuses "
+        "because its freshly resolved input was the same.",
+    )
 
     class Meta:
         ordering = ["created_at", "id"]
@@ -150,3 +207,65 @@ def allowed_transition(current: str, requested: str, *, human_task: bool = False
     if human_task and current == TaskExecutionStatus.QUEUED and requested == "completed":
         return True
     return requested in TASK_EXECUTION_TRANSITIONS.get(current, frozenset())
+
+
+class Correction(TenantOwned):
+    """One change a person made to a task's result, and what it did to the rest of the flow.
+
+    Written in the same transaction as the change, by whichever surface made it (API, admin,
+    command). The stale attempts point back here (TaskExecution.stale_correction), and so do
+    the attempts its re-execution created (TaskExecution.started_by_correction).
+    """
+
+    class Source(models.TextChoices):
+        API = "api"
+        ADMIN = "admin"
+        COMMAND = "command"
+
+    class Operation(models.TextChoices):
+        TASK_EXECUTION_UPDATE = "task_execution_update"
+        TASK_OUTPUT_CREATE = "task_output_create"
+        TASK_OUTPUT_UPDATE = "task_output_update"
+        TASK_OUTPUT_DELETE = "task_output_delete"
+
+    flow_execution = models.ForeignKey(
+        FlowExecution, on_delete=models.CASCADE, related_name="corrections"
+    )
+    task_name = models.CharField(max_length=200, help_text="The corrected task.")
+    task_execution = models.ForeignKey(
+        TaskExecution,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="corrections",
+        help_text="The corrected attempt (for task output changes: the task's latest attempt).",
+    )
+    task_output = models.ForeignKey(
+        "outputs.TaskOutput",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="corrections",
+        help_text="The task output this correction published, edited or deleted.",
+    )
+    source = models.CharField(max_length=16, choices=Source.choices, default=Source.API)
+    operation = models.CharField(max_length=32, choices=Operation.choices)
+    modified_by = models.CharField(max_length=200, help_text="Who made the correction.")
+    reason = models.TextField(blank=True, default="", help_text="Why, in the person's words.")
+    before = models.JSONField(null=True, blank=True)
+    after = models.JSONField(null=True, blank=True)
+    stale_tasks = models.JSONField(
+        default=list, blank=True, help_text="Tasks it made stale, in dependency order."
+    )
+    execute_flow = models.BooleanField(default=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        indexes = [
+            models.Index(fields=["organization", "created_at"]),
+            models.Index(fields=["flow_execution", "created_at"]),
+        ]
+
+    def __str__(self) -> str:
+        return f"correction of {self.task_name} by {self.modified_by}"

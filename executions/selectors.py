@@ -8,6 +8,7 @@ from typing import Any
 
 from executions.engine import LIVE, current_outputs, resolve_task_input
 from executions.models import FlowExecution, TaskExecution
+from flowplatform.canonical import same_json
 from flows.definitions import spec_for
 from flows.expressions import ExpressionError
 
@@ -56,6 +57,6 @@ def freshness_violations(flow_execution: FlowExecution) -> list[FreshnessViolati
             expected = resolve_task_input(spec, name, flow_execution.input, outputs)
         except ExpressionError as exc:
             expected = f"<{exc}>"
-        if expected != attempt.input:
+        if not same_json(expected, attempt.input):
             violations.append(FreshnessViolation(name, attempt.id, attempt.input, expected))
     return violations

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from executions.models import FlowExecution, TaskExecution
+from executions.models import Correction, FlowExecution, StaleReason, TaskExecution
 from flowplatform.api.serializers import (
     QueryBooleanField,
     StrictSerializer,
     modified_by_field,
+    reason_field,
     server_set_field,
 )
 
@@ -38,6 +42,21 @@ UPDATED_AT_LOCK_HELP = (
 )
 
 
+REASON_READ_HELP = "Why, in the words of the person who made it; null if none was given."
+
+
+class BlankAsNullField(serializers.CharField):
+    def to_representation(self, value: str) -> str | None:
+        return value or None
+
+
+class StartedAttemptSerializer(serializers.Serializer):
+    id = serializers.UUIDField()
+    task_name = serializers.CharField()
+    task_execution_idx = serializers.IntegerField()
+    reused_from = serializers.UUIDField(allow_null=True)
+
+
 class FlowExecutionSerializer(serializers.ModelSerializer):
     organization_id = serializers.UUIDField(read_only=True)
     flow_id = serializers.UUIDField(read_only=True)
@@ -65,6 +84,26 @@ class FlowExecutionSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
+class StaleCauseSerializer(serializers.Serializer):
+    correction_id = serializers.UUIDField(
+        allow_null=True,
+        help_text="The correction that made the attempt stale (GET /corrections/{id}); null "
+        "when it went stale for another reason.",
+    )
+    upstream_task = serializers.CharField(
+        allow_null=True,
+        help_text="The corrected task through which staleness reached this attempt: its nearest "
+        "corrected ancestor (this task itself when a person marked it stale).",
+    )
+    at = serializers.DateTimeField(help_text="When the attempt went stale.")
+    by = serializers.CharField(help_text="Who made it stale (the correction's actor).")
+    reason = serializers.ChoiceField(
+        choices=StaleReason.choices,
+        help_text="correction; upstream_rerun (an upstream task ran again outside a "
+        "correction); reexecution (the whole flow was re-executed); flow_execution_deleted.",
+    )
+
+
 class TaskExecutionSerializer(serializers.ModelSerializer):
     """The representation every endpoint returns."""
 
@@ -75,6 +114,16 @@ class TaskExecutionSerializer(serializers.ModelSerializer):
         choices=TaskExecution.Status.choices, read_only=True, help_text=STATUS_HELP
     )
     modified_by = modified_by_field(read_only=True)
+    stale_cause = serializers.SerializerMethodField(
+        help_text="Why the attempt is stale; null unless its status is stale."
+    )
+    reused_from = serializers.UUIDField(
+        source="reused_from_id",
+        read_only=True,
+        allow_null=True,
+        help_text="Early cutoff: the earlier completed attempt whose output this attempt reuses "
+        "because its freshly resolved input was the same (the task did not run again).",
+    )
 
     class Meta:
         model = TaskExecution
@@ -91,8 +140,22 @@ class TaskExecutionSerializer(serializers.ModelSerializer):
             "modified_by",
             "created_at",
             "updated_at",
+            "stale_cause",
+            "reused_from",
         ]
         read_only_fields = fields
+
+    @extend_schema_field(StaleCauseSerializer(allow_null=True))
+    def get_stale_cause(self, attempt: TaskExecution) -> dict[str, Any] | None:
+        if attempt.status != TaskExecution.Status.STALE or not attempt.stale_reason:
+            return None
+        return {
+            "correction_id": attempt.stale_correction_id,
+            "upstream_task": attempt.stale_upstream_task or None,
+            "at": attempt.stale_at,
+            "by": attempt.stale_by,
+            "reason": attempt.stale_reason,
+        }
 
 
 class _TaskExecutionWriteFields(StrictSerializer):
@@ -113,12 +176,14 @@ class _TaskExecutionWriteFields(StrictSerializer):
     )
     modified_by = modified_by_field(required=False)
     created_at = server_set_field(serializers.DateTimeField, "When the attempt was created.")
+    stale_cause = server_set_field(serializers.JSONField, "Why the attempt is stale.")
+    reused_from = server_set_field(serializers.UUIDField, "The attempt whose output is reused.")
 
 
 class TaskExecutionCreateSerializer(_TaskExecutionWriteFields):
     """POST /task-executions. Without task_execution_idx the attempt is the task's next one."""
 
-    ignored_fields = ("id", "created_at", "updated_at")
+    ignored_fields = ("id", "created_at", "updated_at", "stale_cause", "reused_from")
 
     id = server_set_field(serializers.UUIDField, ID_HELP)
     flow_execution_id = serializers.UUIDField(help_text=FLOW_EXECUTION_ID_HELP)
@@ -144,7 +209,7 @@ class TaskExecutionUpdateSerializer(_TaskExecutionWriteFields):
     equal the stored ones. Optional fields left out keep their stored values.
     """
 
-    ignored_fields = ("created_at",)
+    ignored_fields = ("created_at", "stale_cause", "reused_from")
 
     id = serializers.UUIDField(help_text=ID_HELP)
     flow_execution_id = serializers.UUIDField(help_text=FLOW_EXECUTION_ID_HELP)
@@ -156,6 +221,7 @@ class TaskExecutionUpdateSerializer(_TaskExecutionWriteFields):
     updated_at = serializers.DateTimeField(
         required=False, allow_null=True, help_text=UPDATED_AT_LOCK_HELP
     )
+    reason = reason_field()
 
 
 class ExecuteFlowQuerySerializer(serializers.Serializer):
@@ -169,7 +235,17 @@ class ExecuteFlowQuerySerializer(serializers.Serializer):
     dry_run = QueryBooleanField(
         default=False,
         help_text="Validate and answer what would happen (the record as it would be, the stale "
-        "tasks, the tasks that would start) without writing anything or starting any job.",
+        "tasks, the tasks that would start) without writing anything or starting any job. The "
+        "answer carries a `preview_token`.",
+    )
+    preview_token = serializers.RegexField(
+        r"^[0-9a-f]{64}$",
+        required=False,
+        help_text="The `preview_token` of a dry run: the correction is applied only if nothing "
+        "it saw has changed since (the corrected attempt, the latest attempt of every task "
+        "downstream of it, the task's current output) and the request asks for the same result; "
+        "otherwise 409 `preview_outdated` with the fresh preview in `error.details.preview`.",
+        error_messages={"invalid": "Must be the 64-character preview_token of a dry run."},
     )
 
 
@@ -194,6 +270,18 @@ class CorrectionResponseSerializer(TaskExecutionSerializer):
         help_text="Ids of the attempts this request started (empty on a dry run).",
     )
     dry_run = serializers.BooleanField(read_only=True, help_text="True for a preview.")
+    preview_token = serializers.CharField(
+        read_only=True,
+        allow_null=True,
+        help_text="On a dry run: send it back as `?preview_token=` with the same change to apply "
+        "it only if nothing this preview saw has changed. Null otherwise.",
+    )
+    correction_id = serializers.UUIDField(
+        read_only=True,
+        allow_null=True,
+        help_text="The Correction recorded for this change (GET /corrections/{id}); null on a "
+        "dry run.",
+    )
 
     class Meta(TaskExecutionSerializer.Meta):
         fields = [
@@ -202,6 +290,8 @@ class CorrectionResponseSerializer(TaskExecutionSerializer):
             "started_tasks",
             "new_attempts",
             "dry_run",
+            "preview_token",
+            "correction_id",
         ]
         read_only_fields = fields
 
@@ -229,3 +319,89 @@ class ReexecuteQuerySerializer(serializers.Serializer):
         required=False,
         help_text="`stale`: re-run only the stale tasks (and what they release).",
     )
+
+
+class CorrectionSerializer(serializers.ModelSerializer):
+    """A correction: who changed which task's result, when, why, and what that did."""
+
+    organization_id = serializers.UUIDField(read_only=True)
+    flow_execution_id = serializers.UUIDField(read_only=True)
+    task_execution_id = serializers.UUIDField(
+        read_only=True,
+        allow_null=True,
+        help_text="The corrected attempt (for a task output change, the task's latest attempt).",
+    )
+    task_output_id = serializers.UUIDField(
+        read_only=True,
+        allow_null=True,
+        help_text="The task output it published (a task execution correction), created, edited "
+        "or deleted.",
+    )
+    source = serializers.ChoiceField(
+        choices=Correction.Source.choices, read_only=True, help_text="api, admin or command."
+    )
+    operation = serializers.ChoiceField(
+        choices=Correction.Operation.choices,
+        read_only=True,
+        help_text="What was changed: a task execution (PUT/PATCH), or a task output "
+        "(POST superseding the current one, PUT/PATCH, DELETE).",
+    )
+    modified_by = serializers.CharField(read_only=True, help_text="Who made the correction.")
+    reason = BlankAsNullField(read_only=True, allow_null=True, help_text=REASON_READ_HELP)
+    before = serializers.JSONField(
+        read_only=True,
+        allow_null=True,
+        help_text="Task execution corrections: the attempt's status, output and error, and the "
+        "task's summary in the flow execution's task_outputs_summary, before the change. Task "
+        "output corrections: the task's current output (task_output_id, status, output, summary, "
+        "tags) before the change; null if it had none.",
+    )
+    after = serializers.JSONField(
+        read_only=True, allow_null=True, help_text="The same, after the change."
+    )
+    stale_tasks = serializers.ListField(
+        child=serializers.CharField(),
+        read_only=True,
+        help_text="The tasks it made stale, in dependency order.",
+    )
+    execute_flow = serializers.BooleanField(
+        read_only=True, help_text="Whether it re-executed the stale tasks."
+    )
+    started_attempts = serializers.SerializerMethodField(
+        help_text="Attempts its re-execution created, as they were created (also later ones, as "
+        "upstream tasks completed); `reused_from` is set on those early cutoff reused."
+    )
+
+    class Meta:
+        model = Correction
+        fields = [
+            "id",
+            "organization_id",
+            "flow_execution_id",
+            "task_name",
+            "task_execution_id",
+            "task_output_id",
+            "source",
+            "operation",
+            "modified_by",
+            "reason",
+            "before",
+            "after",
+            "stale_tasks",
+            "execute_flow",
+            "started_attempts",
+            "created_at",
+        ]
+        read_only_fields = fields
+
+    @extend_schema_field(StartedAttemptSerializer(many=True))
+    def get_started_attempts(self, correction: Correction) -> list[dict[str, Any]]:
+        return [
+            {
+                "id": attempt.id,
+                "task_name": attempt.task_name,
+                "task_execution_idx": attempt.task_execution_idx,
+                "reused_from": attempt.reused_from_id,
+            }
+            for attempt in correction.started_attempts.all()
+        ]

@@ -13,7 +13,14 @@ from django.utils import timezone
 
 from executions import engine
 from executions.executors import get_executor
-from executions.models import FlowExecution, TaskExecution, allowed_transition
+from executions.models import (
+    Correction,
+    FlowExecution,
+    StaleReason,
+    TaskExecution,
+    allowed_transition,
+)
+from flowplatform.canonical import fingerprint, same_json
 from flowplatform.exceptions import (
     FLOW_EXECUTION_NOT_FOUND,
     Conflict,
@@ -26,6 +33,7 @@ from flowplatform.tenancy.models import Organization
 from flows.definitions import spec_for
 from flows.expressions import ExpressionError
 from flows.models import Flow, FlowVersion
+from outputs.models import TaskOutput
 
 # Fields of a task execution a client may change; everything else is identity or server-set.
 TASK_EXECUTION_MUTABLE_FIELDS = ("status", "input", "output", "error")
@@ -126,7 +134,15 @@ def delete_flow_execution(flow_execution: FlowExecution, *, actor: str) -> FlowE
     and running attempts are cancelled (made stale), so nothing keeps working on it."""
     flow_execution = engine.lock_flow_execution(flow_execution.pk)
     live = TaskExecution.objects.filter(flow_execution=flow_execution, status__in=engine.LIVE)
-    live.update(status=TaskExecution.Status.STALE, modified_by=actor, updated_at=timezone.now())
+    now = timezone.now()
+    live.update(
+        status=TaskExecution.Status.STALE,
+        stale_reason=StaleReason.FLOW_EXECUTION_DELETED,
+        stale_at=now,
+        stale_by=actor,
+        modified_by=actor,
+        updated_at=now,
+    )
     if flow_execution.status != FlowExecution.Status.DELETED:
         flow_execution.status = FlowExecution.Status.DELETED
         flow_execution.modified_by = actor
@@ -219,6 +235,7 @@ def create_task_execution(
                 output=output,
                 error=error,
                 modified_by=actor,
+                completed_at=timezone.now() if status == TaskExecution.Status.COMPLETED else None,
             )
     except IntegrityError:
         raise Conflict(
@@ -238,6 +255,21 @@ class CorrectionResult:
     stale_tasks: list[str] = field(default_factory=list)  # dependency order
     started: list[TaskExecution] = field(default_factory=list)  # attempts created now
     dry_run: bool = False
+    preview_token: str | None = None  # what the request saw; see correction_fingerprint
+    correction: Correction | None = None
+
+
+class PreviewOutdated(Conflict):
+    """The state a preview token was issued for has changed: nothing was applied."""
+
+    code = "preview_outdated"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "the flow execution changed since the preview this preview_token was issued for, or "
+            "this request asks for something else; nothing was applied. Review the fresh preview "
+            "(in the API: error.details.preview) and send its preview_token to apply it"
+        )
 
 
 def _check_current_attempt(task_execution: TaskExecution) -> None:
@@ -259,6 +291,69 @@ def _check_current_attempt(task_execution: TaskExecution) -> None:
         )
 
 
+def current_task_output(flow_execution: FlowExecution, task_name: str) -> TaskOutput | None:
+    return (
+        TaskOutput.objects.filter(flow_execution=flow_execution, task_name=task_name)
+        .exclude(status=TaskOutput.Status.DELETED)
+        .order_by("-created_at", "-id")
+        .only("id", "output", "summary", "status", "tags")
+        .first()
+    )
+
+
+def correction_fingerprint(
+    flow_execution: FlowExecution,
+    spec: Any,
+    attempt: TaskExecution,
+    result: dict[str, Any],
+    execute_flow: bool,
+) -> str:
+    """The preview token: a digest of what a correction would start from and what it asks.
+
+    It covers the corrected attempt, the tasks downstream of it and every task those read from
+    (what decides their stale marking, their readiness and their inputs): each one's latest
+    attempt (id, status, `updated_at`) and current output (id, status, `updated_at`); and the
+    requested result (status, output, error) with `execute_flow`. Any change to those between
+    a dry run and the PUT that carries its token changes the digest. Two queries.
+    """
+    affected: set[str] = {attempt.task_name}
+    if attempt.task_name in spec.tasks:
+        downstream = spec.dag.descendants(attempt.task_name)
+        affected |= downstream.union(*(spec.tasks[t].upstream for t in downstream))
+    attempts: dict[str, list[str]] = {}
+    for name, pk, status, updated_at in (
+        TaskExecution.objects.filter(flow_execution=flow_execution, task_name__in=affected)
+        .order_by("task_name", "task_execution_idx")
+        .values_list("task_name", "id", "status", "updated_at")
+    ):
+        attempts[name] = [str(pk), status, updated_at.isoformat()]
+    outputs: dict[str, list[str]] = {}
+    for name, pk, status, updated_at in (
+        TaskOutput.objects.filter(flow_execution=flow_execution, task_name__in=affected)
+        .exclude(status=TaskOutput.Status.DELETED)
+        .order_by("task_name", "created_at", "id")
+        .values_list("task_name", "id", "status", "updated_at")
+    ):
+        outputs[name] = [str(pk), status, updated_at.isoformat()]
+    return fingerprint(
+        {
+            "attempts": attempts,
+            "outputs": outputs,
+            "result": result,
+            "execute_flow": execute_flow,
+        }
+    )
+
+
+def _task_summary(flow_execution_id: uuid.UUID, task_name: str) -> Any:
+    summary = (
+        FlowExecution.objects.filter(pk=flow_execution_id)
+        .values_list("task_outputs_summary", flat=True)
+        .first()
+    )
+    return (summary or {}).get("tasks", {}).get(task_name)
+
+
 @transaction.atomic
 def correct_task_execution(
     task_execution: TaskExecution,
@@ -268,15 +363,23 @@ def correct_task_execution(
     expected_updated_at: datetime | None,
     actor: str,
     execute_flow: bool = False,
+    reason: str | None = None,
+    source: str = Correction.Source.API,
+    preview_token: str | None = None,
+    issue_token: bool = False,
 ) -> CorrectionResult:
     """PUT/PATCH /task-executions/{id}: the correction path (DESIGN.md), in one transaction.
 
-    1. validate: identity fields unchanged, the optimistic lock, the status transition, and
-       that this is the task's current attempt;
-    2. save it, with `modified_by` = the actor;
-    3. when it ends completed: publish its output as the task's current TaskOutput (signals
-       recompute the summaries), mark every transitive dependent's latest attempt stale, and
-       with `execute_flow` start the stale tasks again (jobs enqueued after commit).
+    1. validate: identity fields unchanged, the optimistic lock, the status transition, that
+       this is the task's current attempt and, with `preview_token`, that nothing the preview
+       saw has changed since (else PreviewOutdated, 409);
+    2. save it, with `modified_by` = the actor, and record a Correction (who, why, before);
+    3. when it ends completed with an output other than the task's current one: publish it as
+       the task's current TaskOutput (signals recompute the summaries), mark every transitive
+       dependent's latest attempt stale (caused by this correction) and with `execute_flow`
+       start the stale tasks again (jobs enqueued after commit; early cutoff reuses what did
+       not change);
+    4. complete the Correction: after, the stale set; its attempts point back to it.
     The flow execution row is locked first, so corrections to one flow execution serialize.
     """
     flow_execution = get_flow_execution_for_write(
@@ -291,7 +394,7 @@ def correct_task_execution(
     requested = changes.get("status", locked.status)
     if requested != TaskExecution.Status.DELETED:
         _check_current_attempt(locked)
-    if "input" in changes and changes["input"] != locked.input:
+    if "input" in changes and not same_json(changes["input"], locked.input):
         # The input is what the task's expressions resolved to from its upstream outputs;
         # editing it would make the attempt claim it ran on something it did not.
         raise InvalidInput.field(
@@ -304,6 +407,14 @@ def correct_task_execution(
     human = task is not None and get_executor(task.type).waits_for_person
     if not allowed_transition(locked.status, requested, human_task=human):
         raise InvalidTransition(locked.status, requested)
+    before = {name: getattr(locked, name) for name in ("status", "output", "error")}
+    result = {**before, **{k: v for k, v in changes.items() if k in before}}
+    current_output = current_task_output(flow_execution, locked.task_name)
+    token = None
+    if issue_token or preview_token is not None:
+        token = correction_fingerprint(flow_execution, spec, locked, result, execute_flow)
+        if preview_token is not None and preview_token != token:
+            raise PreviewOutdated()
     # Finishing pending work (a person completing a waiting human task) carries the flow on,
     # as a worker finishing an attempt does; re-running what a changed output made stale is
     # the caller's choice (execute_flow) only when an already finished output is corrected.
@@ -311,36 +422,89 @@ def correct_task_execution(
         TaskExecution.Status.QUEUED,
         TaskExecution.Status.RUNNING,
     )
+    execute_flow = execute_flow or finishing_pending_work
+    correction = Correction.objects.create(
+        organization_id=flow_execution.organization_id,
+        flow_execution=flow_execution,
+        task_name=locked.task_name,
+        task_execution=locked,
+        task_output=current_output,
+        source=source,
+        operation=Correction.Operation.TASK_EXECUTION_UPDATE,
+        modified_by=actor,
+        reason=reason or "",
+        before={
+            **before,
+            "summary": flow_execution.task_outputs_summary.get("tasks", {}).get(locked.task_name),
+        },
+        execute_flow=execute_flow,
+    )
+    now = timezone.now()
+    if requested == TaskExecution.Status.COMPLETED and locked.status != requested:
+        locked.completed_at = now
+    elif requested == TaskExecution.Status.STALE and locked.status != requested:
+        # A person says this task's own result is wrong: it is its own stale cause.
+        locked.stale_reason = StaleReason.CORRECTION
+        locked.stale_correction = correction
+        locked.stale_upstream_task = locked.task_name
+        locked.stale_at = now
+        locked.stale_by = actor
     apply_changes(
         locked, mutable_fields=TASK_EXECUTION_MUTABLE_FIELDS, changes=changes, actor=actor
     )
     task_execution = locked
+    unchanged_output = (
+        locked.status == before["status"] == TaskExecution.Status.COMPLETED
+        and current_output is not None
+        and same_json(current_output.output, locked.output)
+    )
     if task_execution.status != TaskExecution.Status.COMPLETED or task is None:
         engine.refresh_status(flow_execution, spec)
-        return CorrectionResult(task_execution)
-    propagation = engine.propagate_new_output(
-        flow_execution,
-        spec,
-        task_execution.task_name,
-        task_execution.output,
-        actor=actor,
-        execute_flow=execute_flow or finishing_pending_work,
+        propagation = engine.Propagation(stale_tasks=[], started=[])
+    elif unchanged_output:
+        # The task's current output stays what its dependents read: nothing is outdated.
+        propagation = engine.Propagation(stale_tasks=[], started=[])
+    else:
+        propagation = engine.propagate_new_output(
+            flow_execution,
+            spec,
+            task_execution.task_name,
+            task_execution.output,
+            actor=actor,
+            execute_flow=execute_flow,
+            correction_id=correction.pk,
+        )
+        correction.task_output = current_task_output(flow_execution, locked.task_name)
+    correction.after = {
+        **{name: getattr(locked, name) for name in ("status", "output", "error")},
+        "summary": _task_summary(flow_execution.pk, locked.task_name),
+    }
+    correction.stale_tasks = propagation.stale_tasks
+    if locked.stale_correction_id == correction.pk:
+        correction.stale_tasks = [locked.task_name]  # a person marked this task itself stale
+    correction.save(update_fields=["task_output", "after", "stale_tasks"])
+    return CorrectionResult(
+        task_execution,
+        propagation.stale_tasks,
+        propagation.started,
+        preview_token=token,
+        correction=correction,
     )
-    return CorrectionResult(task_execution, propagation.stale_tasks, propagation.started)
 
 
 def preview_correction(task_execution: TaskExecution, **kwargs: Any) -> CorrectionResult:
     """`dry_run`: the same correction, computed in a transaction that is rolled back.
 
     Nothing is written and no job is enqueued (on-commit hooks of a rolled-back transaction are
-    dropped); the answer shows the record as it would be, with its stored `updated_at`.
+    dropped); the answer shows the record as it would be, with its stored `updated_at`, and
+    the preview token that binds a later PUT to what this preview saw.
     """
     stored_updated_at = task_execution.updated_at
     with transaction.atomic():
-        result = correct_task_execution(task_execution, **kwargs)
+        result = correct_task_execution(task_execution, issue_token=True, **kwargs)
         transaction.set_rollback(True)
     result.task_execution.updated_at = stored_updated_at
-    return replace(result, dry_run=True)
+    return replace(result, dry_run=True, correction=None)
 
 
 @transaction.atomic

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.db.models import Prefetch
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import mixins, status
 from rest_framework.decorators import action
@@ -11,10 +12,15 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from executions import services
-from executions.filters import FlowExecutionFilterSet, TaskExecutionFilterSet
-from executions.models import FlowExecution, TaskExecution
+from executions.filters import (
+    CorrectionFilterSet,
+    FlowExecutionFilterSet,
+    TaskExecutionFilterSet,
+)
+from executions.models import Correction, FlowExecution, TaskExecution
 from executions.serializers import (
     CorrectionResponseSerializer,
+    CorrectionSerializer,
     ExecuteFlowQuerySerializer,
     FlowExecutionCreateSerializer,
     FlowExecutionSerializer,
@@ -24,6 +30,7 @@ from executions.serializers import (
     TaskExecutionUpdateSerializer,
 )
 from flowplatform.api.errors import RequestValidationError
+from flowplatform.api.serializers import REASON_HEADER_PARAMETER
 from flowplatform.api.views import RecordWriteMixin, TenantViewSet
 from flowplatform.exceptions import FLOW_EXECUTION_NOT_FOUND
 
@@ -93,6 +100,17 @@ class FlowExecutionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, Ten
         return Response(self.get_serializer(flow_execution).data, status=status.HTTP_202_ACCEPTED)
 
 
+def correction_response(result: services.CorrectionResult) -> dict[str, Any]:
+    record = result.task_execution
+    record.stale_tasks = result.stale_tasks
+    record.started_tasks = [attempt.task_name for attempt in result.started]
+    record.new_attempts = [] if result.dry_run else [attempt.id for attempt in result.started]
+    record.dry_run = result.dry_run
+    record.preview_token = result.preview_token if result.dry_run else None
+    record.correction_id = None if result.correction is None else result.correction.pk
+    return CorrectionResponseSerializer(record).data
+
+
 @extend_schema_view(
     list=extend_schema(summary="List task executions with filtering"),
     retrieve=extend_schema(summary="Get a task execution"),
@@ -110,12 +128,21 @@ class FlowExecutionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, Ten
             "recomputed), mark every transitive dependent's latest attempt `stale` (queued or "
             "running ones are cancelled) and, with `execute_flow=true`, run exactly those tasks "
             "again with inputs resolved from the corrected outputs; earlier attempts are kept. "
-            "`dry_run=true` answers the same without writing anything. Concurrency: optimistic "
+            "`dry_run=true` answers the same without writing anything, with a `preview_token`; "
+            "a later PUT with `?preview_token=` is applied only if nothing the preview saw has "
+            "changed (else 409 `preview_outdated` with the fresh preview in "
+            "`error.details.preview`). Every applied change is recorded as a Correction "
+            "(GET /corrections), with the optional `reason` (body field or "
+            "`X-Correction-Reason` header); each attempt it makes stale shows `stale_cause`. A "
+            "stale task whose freshly resolved input equals its previous completed attempt's "
+            "is not run again: its new attempt reuses that output (`reused_from`) unless its "
+            "definition says `rerun: always`. A correction that leaves the task's current "
+            "output as it was makes nothing stale. Concurrency: optimistic "
             "locking via `updated_at` — send the value you read to get 409 instead of "
             "overwriting a newer change; omit it for last-write-wins."
         ),
         request=TaskExecutionUpdateSerializer,
-        parameters=[ExecuteFlowQuerySerializer],
+        parameters=[ExecuteFlowQuerySerializer, REASON_HEADER_PARAMETER],
         responses={
             200: OpenApiResponse(
                 CorrectionResponseSerializer, "Task execution updated successfully"
@@ -125,7 +152,7 @@ class FlowExecutionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, Ten
     partial_update=extend_schema(
         summary="Change some fields of a task execution (the same correction path as PUT)",
         request=TaskExecutionUpdateSerializer,
-        parameters=[ExecuteFlowQuerySerializer],
+        parameters=[ExecuteFlowQuerySerializer, REASON_HEADER_PARAMETER],
         responses={200: CorrectionResponseSerializer},
     ),
     destroy=extend_schema(summary="Soft-delete a task execution (status becomes deleted)"),
@@ -157,23 +184,49 @@ class TaskExecutionViewSet(
         if not query.is_valid():
             raise RequestValidationError(query.errors, location="query")
         task_execution = self.get_object()
+        kwargs = {
+            "execute_flow": query.validated_data["execute_flow"],
+            "preview_token": query.validated_data.get("preview_token"),
+            **self.split_update(request, partial),
+        }
         correction = (
             services.preview_correction
             if query.validated_data["dry_run"]
             else services.correct_task_execution
         )
-        result = correction(
-            task_execution,
-            execute_flow=query.validated_data["execute_flow"],
-            **self.split_update(request, partial),
-        )
-        record = result.task_execution
-        record.stale_tasks = result.stale_tasks
-        record.started_tasks = [attempt.task_name for attempt in result.started]
-        record.new_attempts = [] if result.dry_run else [attempt.id for attempt in result.started]
-        record.dry_run = result.dry_run
-        return Response(CorrectionResponseSerializer(record).data)
+        try:
+            result = correction(task_execution, **kwargs)
+        except services.PreviewOutdated as exc:
+            fresh = services.preview_correction(task_execution, **{**kwargs, "preview_token": None})
+            exc.details = {"preview": correction_response(fresh)}
+            raise
+        return Response(correction_response(result))
 
     def destroy(self, request: Request, pk: str) -> Response:
         services.delete_task_execution(self.get_object(), actor=request.user.actor)
         return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+@extend_schema_view(
+    list=extend_schema(summary="List corrections (who changed which task's result, and why)"),
+    retrieve=extend_schema(summary="Get a correction with its stale set and started attempts"),
+)
+class CorrectionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantViewSet):
+    """Corrections: every change a person made to a task's result (read-only)."""
+
+    queryset = Correction.objects.prefetch_related(
+        Prefetch(
+            "started_attempts",
+            queryset=TaskExecution.objects.only(
+                "id",
+                "task_name",
+                "task_execution_idx",
+                "reused_from_id",
+                "started_by_correction_id",
+                "created_at",
+            ),
+        )
+    )
+    serializer_class = CorrectionSerializer
+    filterset_class = CorrectionFilterSet
+    not_found_message = "Correction not found"

@@ -8,7 +8,8 @@ import re
 import uuid
 from collections.abc import Callable
 
-from django.http import HttpRequest, HttpResponse
+from django.core.exceptions import PermissionDenied
+from django.http import Http404, HttpRequest, HttpResponse
 
 from flowplatform.api.errors import error_response, server_error_response
 
@@ -53,7 +54,9 @@ class JsonErrorMiddleware:
     def __call__(self, request: HttpRequest) -> HttpResponse:
         return self.get_response(request)
 
-    def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse:
+    def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
+        if isinstance(exception, Http404 | PermissionDenied):
+            return None  # Django answers 404 / 403 itself (e.g. admin pages a user may not see)
         return server_error_response(request, exception)
 
 

@@ -226,6 +226,11 @@ FLOWPLATFORM_HTTP_MAX_RESPONSE_BYTES = env_int(
 # An API key's last_used_at is written at most this often, so reads do not become writes.
 FLOWPLATFORM_KEY_USAGE_RESOLUTION_SECONDS = 60
 
+# Idempotency-Key: how long a key's first response is replayed, and how long a duplicate waits
+# for the first request to finish before it is answered 409.
+IDEMPOTENCY_TTL_HOURS = env_int("IDEMPOTENCY_TTL_HOURS", 24, minimum=1)
+IDEMPOTENCY_WAIT_SECONDS = env_int("IDEMPOTENCY_WAIT_SECONDS", 10)
+
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["flowplatform.tenancy.authentication.ApiKeyAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["flowplatform.tenancy.authentication.HasApiKey"],

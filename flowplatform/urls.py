@@ -4,7 +4,7 @@ from django.contrib import admin
 from django.urls import path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
-from executions.views import FlowExecutionViewSet, TaskExecutionViewSet
+from executions.views import CorrectionViewSet, FlowExecutionViewSet, TaskExecutionViewSet
 from flowplatform import health
 from flowplatform.api.views import Router
 from flowplatform.middleware import not_found_view
@@ -16,6 +16,7 @@ router.register("flows", FlowViewSet, basename="flow")
 router.register("flow-executions", FlowExecutionViewSet, basename="flow-execution")
 router.register("task-executions", TaskExecutionViewSet, basename="task-execution")
 router.register("task-outputs", TaskOutputViewSet, basename="task-output")
+router.register("corrections", CorrectionViewSet, basename="correction")
 
 urlpatterns = [
     re_path(r"^healthz/?$", health.healthz, name="healthz"),

@@ -128,6 +128,10 @@ class Dag:
             and all(parent in completed for parent in self.upstream[task])
         ]
 
+    def rank(self, task: str) -> int:
+        """The task's place in the topological order."""
+        return self._rank[task]
+
     def in_order(self, tasks: Iterable[str]) -> list[str]:
         """`tasks` sorted by topological order."""
         return sorted(tasks, key=self._rank.__getitem__)

@@ -62,8 +62,13 @@ def _json_compatible(value: Any) -> Any:
 
 
 FLOW_KEYS = frozenset({"name", "description", "tasks"})
-TASK_KEYS = frozenset({"name", "type", "description", "depends_on", "input", "config", "retries"})
+TASK_KEYS = frozenset(
+    {"name", "type", "description", "depends_on", "input", "config", "retries", "rerun"}
+)
 MAX_RETRIES = 100
+# When a stale task is re-executed: `on_input_change` reuses its previous completed attempt if
+# its freshly resolved input is the same (early cutoff); `always` runs it again regardless.
+RERUN_POLICIES = ("on_input_change", "always")
 
 
 @dataclass(frozen=True)
@@ -74,6 +79,7 @@ class TaskSpec:
     config: dict[str, Any]
     retries: int
     upstream: tuple[str, ...]  # depends_on plus the tasks named in input expressions
+    rerun: str = "on_input_change"
 
 
 @dataclass(frozen=True)
@@ -182,6 +188,13 @@ def validate_definition(parsed: dict[str, Any], *, check_configs: bool = True) -
                 f"{label}: 'retries' must be an integer from 0 to {MAX_RETRIES}",
             )
             retries = 0
+        rerun = task.get("rerun", RERUN_POLICIES[0])
+        if rerun not in RERUN_POLICIES:
+            problems.add(
+                (*where, "rerun"),
+                f"{label}: 'rerun' must be one of {', '.join(RERUN_POLICIES)}, not {rerun!r}",
+            )
+            rerun = RERUN_POLICIES[0]
         depends_on = task.get("depends_on", [])
         if not isinstance(depends_on, list) or not all(isinstance(d, str) for d in depends_on):
             problems.add(
@@ -206,6 +219,7 @@ def validate_definition(parsed: dict[str, Any], *, check_configs: bool = True) -
                 config=config,
                 retries=retries,
                 upstream=tuple(dict.fromkeys(upstream)),
+                rerun=rerun,
             )
         )
         for parent, field_name in sources.items():

@@ -9,6 +9,7 @@ from flowplatform.api.serializers import (
     StrictSerializer,
     TagsField,
     modified_by_field,
+    reason_field,
     server_set_field,
 )
 from outputs.models import TaskOutput
@@ -86,6 +87,7 @@ class _TaskOutputWriteFields(StrictSerializer):
         read_only=True, help_text="Set by the server from the flow execution's pinned version."
     )
     created_at = server_set_field(serializers.DateTimeField, "When the output was created.")
+    reason = reason_field()
 
 
 class TaskOutputCreateSerializer(_TaskOutputWriteFields):

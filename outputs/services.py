@@ -10,8 +10,10 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
-from executions.models import FlowExecution
-from executions.services import get_flow_execution_for_write
+from executions.engine import Marked
+from executions.models import Correction, FlowExecution, TaskExecution
+from executions.services import current_task_output, get_flow_execution_for_write
+from flowplatform.canonical import same_json
 from flowplatform.exceptions import Conflict, InvalidInput
 from flowplatform.records import apply_update
 from flowplatform.tenancy.models import Organization
@@ -19,18 +21,78 @@ from outputs.models import TaskOutput
 
 
 def mark_dependents_stale(
-    flow_execution: FlowExecution, task_name: str, *, actor: str
-) -> list[str]:
+    flow_execution: FlowExecution, task_name: str, *, actor: str, correction: Correction
+) -> Marked:
     from executions import engine
+    from executions.models import StaleReason
     from flows.definitions import spec_for
 
     spec = spec_for(flow_execution.flow_version)
     if task_name not in spec.tasks:
-        return []
-    stale = engine.mark_stale(flow_execution, spec, spec.dag.descendants(task_name), actor=actor)
-    if stale:
+        return Marked([], [])
+    cause = engine.StaleCause(StaleReason.CORRECTION, correction.pk, task_name)
+    marked = engine.mark_stale(
+        flow_execution, spec, spec.dag.descendants(task_name), actor=actor, cause=cause
+    )
+    if marked.stale:
         engine.refresh_status(flow_execution, spec)
-    return stale
+    return marked
+
+
+def output_state(task_output: TaskOutput | None) -> dict[str, Any] | None:
+    """A task output as a correction records it (before and after)."""
+    if task_output is None:
+        return None
+    return {
+        "task_output_id": str(task_output.pk),
+        "status": task_output.status,
+        "output": task_output.output,
+        "summary": task_output.summary,
+        "tags": task_output.tags,
+    }
+
+
+def _correct_output(
+    flow_execution: FlowExecution,
+    task_name: str,
+    operation: str,
+    task_output: TaskOutput,
+    *,
+    before: TaskOutput | None,
+    actor: str,
+    reason: str | None,
+    source: str,
+    only_if_outdating: bool = False,
+) -> Correction | None:
+    """Record a change to a task's outputs as a Correction and mark what it outdates stale.
+
+    `before` is the task's current output before the change. With `only_if_outdating` (a new
+    output of a task that had none), the change is a correction only if it made something stale.
+    """
+    correction = Correction.objects.create(
+        organization_id=flow_execution.organization_id,
+        flow_execution=flow_execution,
+        task_name=task_name,
+        task_execution=TaskExecution.objects.filter(
+            flow_execution=flow_execution, task_name=task_name
+        )
+        .order_by("-task_execution_idx")
+        .first(),
+        task_output=task_output,
+        source=source,
+        operation=operation,
+        modified_by=actor,
+        reason=reason or "",
+        before=output_state(before),
+    )
+    marked = mark_dependents_stale(flow_execution, task_name, actor=actor, correction=correction)
+    if only_if_outdating and not marked.stale and not marked.moved:
+        correction.delete()
+        return None
+    correction.after = output_state(current_task_output(flow_execution, task_name))
+    correction.stale_tasks = marked.stale
+    correction.save(update_fields=["after", "stale_tasks"])
+    return correction
 
 
 TASK_OUTPUT_MUTABLE_FIELDS = ("output", "summary", "tags", "status")
@@ -113,12 +175,17 @@ def create_task_output(
     tags: Any = None,
     status: str = TaskOutput.Status.QUEUED,
     actor: str,
+    reason: str | None = None,
+    source: str = Correction.Source.API,
 ) -> TaskOutput:
+    """A new output of a task: it becomes the task's current output. When it supersedes one
+    (or outdates what dependents computed) it is a correction: recorded, dependents stale."""
     flow_execution = get_flow_execution_for_write(organization, flow_execution_id)
     if flow_execution.status == FlowExecution.Status.DELETED:
         raise Conflict("the flow execution is deleted; it takes no new task outputs")
     if status == TaskOutput.Status.DELETED:
         raise InvalidInput.field("status", "a task output cannot be created as deleted")
+    before = current_task_output(flow_execution, task_name)
     task_output = TaskOutput.objects.create(
         organization=organization,
         flow_execution=flow_execution,
@@ -131,7 +198,17 @@ def create_task_output(
         modified_by=actor,
     )
     # Dependents read this task's current output: whatever they computed before is outdated.
-    mark_dependents_stale(flow_execution, task_name, actor=actor)
+    _correct_output(
+        flow_execution,
+        task_name,
+        Correction.Operation.TASK_OUTPUT_CREATE,
+        task_output,
+        before=before,
+        actor=actor,
+        reason=reason,
+        source=source,
+        only_if_outdating=before is None,
+    )
     return task_output
 
 
@@ -143,10 +220,13 @@ def update_task_output(
     identity: dict[str, Any],
     expected_updated_at: datetime | None,
     actor: str,
+    reason: str | None = None,
+    source: str = Correction.Source.API,
 ) -> TaskOutput:
     flow_execution = get_flow_execution_for_write(
         task_output.organization, task_output.flow_execution_id
     )
+    current = current_task_output(flow_execution, task_output.task_name)
     task_output, before = apply_update(
         task_output,
         mutable_fields=TASK_OUTPUT_MUTABLE_FIELDS,
@@ -156,16 +236,31 @@ def update_task_output(
         actor=actor,
     )
     if any(
-        before[name] != getattr(task_output, name)
+        not same_json(before[name], getattr(task_output, name))
         for name in ("output", "status")
         if name in before
     ):
-        mark_dependents_stale(flow_execution, task_output.task_name, actor=actor)
+        _correct_output(
+            flow_execution,
+            task_output.task_name,
+            Correction.Operation.TASK_OUTPUT_UPDATE,
+            task_output,
+            before=current,
+            actor=actor,
+            reason=reason,
+            source=source,
+        )
     return task_output
 
 
 @transaction.atomic
-def delete_task_output(task_output: TaskOutput, *, actor: str) -> TaskOutput:
+def delete_task_output(
+    task_output: TaskOutput,
+    *,
+    actor: str,
+    reason: str | None = None,
+    source: str = Correction.Source.API,
+) -> TaskOutput:
     """Soft delete; the task's previous output (if any) becomes current again, so what its
     dependents computed is outdated. Lock order: the flow execution first."""
     flow_execution = get_flow_execution_for_write(
@@ -173,8 +268,18 @@ def delete_task_output(task_output: TaskOutput, *, actor: str) -> TaskOutput:
     )
     task_output = TaskOutput.objects.select_for_update().get(pk=task_output.pk)
     if task_output.status != TaskOutput.Status.DELETED:
+        current = current_task_output(flow_execution, task_output.task_name)
         task_output.status = TaskOutput.Status.DELETED
         task_output.modified_by = actor
         task_output.save(update_fields=["status", "modified_by", "updated_at"])
-        mark_dependents_stale(flow_execution, task_output.task_name, actor=actor)
+        _correct_output(
+            flow_execution,
+            task_output.task_name,
+            Correction.Operation.TASK_OUTPUT_DELETE,
+            task_output,
+            before=current,
+            actor=actor,
+            reason=reason,
+            source=source,
+        )
     return task_output

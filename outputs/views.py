@@ -9,6 +9,7 @@ from rest_framework import mixins, status
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from flowplatform.api.serializers import REASON_HEADER_PARAMETER, correction_reason
 from flowplatform.api.views import RecordWriteMixin, TenantViewSet
 from outputs import services
 from outputs.filters import TaskOutputFilterSet
@@ -25,16 +26,35 @@ from outputs.serializers import (
     retrieve=extend_schema(summary="Get a task output"),
     create=extend_schema(
         summary="Create task output",
+        description=(
+            "The output becomes the task's current output (what its dependents read). When it "
+            "supersedes one, it is a correction: recorded (GET /corrections) with the optional "
+            "`reason`, and every transitive dependent's latest attempt becomes `stale`."
+        ),
+        parameters=[REASON_HEADER_PARAMETER],
         request=TaskOutputCreateSerializer,
         responses={
             201: OpenApiResponse(TaskOutputSerializer, "Task output successfully created"),
         },
     ),
-    update=extend_schema(summary="Replace a task output", request=TaskOutputUpdateSerializer),
-    partial_update=extend_schema(
-        summary="Change some fields of a task output", request=TaskOutputUpdateSerializer
+    update=extend_schema(
+        summary="Replace a task output",
+        description="A changed output or status is a correction: recorded with the optional "
+        "`reason`; the task's dependents become stale.",
+        parameters=[REASON_HEADER_PARAMETER],
+        request=TaskOutputUpdateSerializer,
     ),
-    destroy=extend_schema(summary="Soft-delete a task output (status becomes deleted)"),
+    partial_update=extend_schema(
+        summary="Change some fields of a task output",
+        parameters=[REASON_HEADER_PARAMETER],
+        request=TaskOutputUpdateSerializer,
+    ),
+    destroy=extend_schema(
+        summary="Soft-delete a task output (status becomes deleted)",
+        description="A correction: the task's previous output (if any) is current again and "
+        "its dependents become stale.",
+        parameters=[REASON_HEADER_PARAMETER],
+    ),
 )
 class TaskOutputViewSet(
     RecordWriteMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantViewSet
@@ -56,5 +76,9 @@ class TaskOutputViewSet(
         return services.update_task_output(record, **kwargs)
 
     def destroy(self, request: Request, pk: str) -> Response:
-        services.delete_task_output(self.get_object(), actor=request.user.actor)
+        services.delete_task_output(
+            self.get_object(),
+            actor=request.user.actor,
+            reason=correction_reason(request, None),
+        )
         return Response(status=status.HTTP_204_NO_CONTENT)

@@ -351,6 +351,16 @@ def test_marking_stale_takes_the_same_number_of_queries_for_10_and_10000_tasks(t
     assert counts[10] == counts[10_000]
 
 
+# Property tests over the database: reproducible (derandomized), no example database, no
+# per-example deadline (an example runs a flow).
+PROPERTY = settings(
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+
+
 @st.composite
 def dags(draw: st.DrawFn) -> dict[str, list[str]]:
     size = draw(st.integers(min_value=2, max_value=7))
@@ -361,13 +371,7 @@ def dags(draw: st.DrawFn) -> dict[str, list[str]]:
     return shape
 
 
-@settings(
-    max_examples=20,
-    deadline=None,
-    derandomize=True,
-    database=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
+@settings(PROPERTY, max_examples=20)
 @given(
     shape=dags(),
     corrections=st.lists(
@@ -378,13 +382,22 @@ def dags(draw: st.DrawFn) -> dict[str, list[str]]:
 )
 def test_freshness_invariant_holds_after_any_sequence_of_corrections(tenant, shape, corrections):
     fe = run_shape(tenant, shape)
-    for index, execute, value in corrections:
-        completed = [n for n in shape if latest(fe, n).status == "completed"]
+    drive_corrections(tenant, fe, list(shape), corrections)
+    assert {latest(fe, n).status for n in shape} == {"completed"}
+
+
+def drive_corrections(
+    tenant: Any, fe: str, names: list[str], steps: list[tuple[int, bool, int]], put: Any = correct
+) -> FlowExecution:
+    """Each step corrects a completed task (picked by index) to {"v": value}, with or without
+    execute_flow; the invariant must hold after each, and after re-running what is stale."""
+    for index, execute, value in steps:
+        completed = [n for n in names if latest(fe, n).status == "completed"]
         if not completed:
             break
         target = latest(fe, completed[index % len(completed)])
         query = "?execute_flow=true" if execute else ""
-        assert correct(tenant, target, {"v": value}, query).status_code == 200
+        assert put(tenant, target, {"v": value}, query).status_code == 200
         flow_execution = FlowExecution.objects.get(pk=fe)
         assert is_settled(flow_execution)
         assert freshness_violations(flow_execution) == []
@@ -392,7 +405,7 @@ def test_freshness_invariant_holds_after_any_sequence_of_corrections(tenant, sha
     flow_execution = FlowExecution.objects.get(pk=fe)
     assert flow_execution.status == "completed"
     assert freshness_violations(flow_execution) == []
-    assert {latest(fe, n).status for n in shape} == {"completed"}
+    return flow_execution
 
 
 def start_document_review(tenant: Any) -> str:

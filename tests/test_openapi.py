@@ -15,6 +15,9 @@ SEED_003_RESPONSE_FIELDS = {
     "output", "status", "summary", "tags", "task_name", "updated_at",
 }  # fmt: skip
 SEED_003_BODY_FIELDS = SEED_003_RESPONSE_FIELDS - {"flow_version"}
+# Explaining corrections (issue 5): a task execution shows why it is stale and what it reuses;
+# a correction's body may say why it is made.
+EXPLANATION_FIELDS = {"stale_cause", "reused_from"}
 
 
 @pytest.fixture(scope="module")
@@ -49,15 +52,16 @@ def test_put_task_execution_matches_seed_000(schema):
     put = schema["paths"]["/task-executions/{id}"]["put"]
     assert set(put["responses"]) >= {"200", "404", "409", "422", "500"}
     body = _body(schema, put)
-    assert set(body["properties"]) == SEED_000_FIELDS
+    assert set(body["properties"]) == SEED_000_FIELDS | EXPLANATION_FIELDS | {"reason"}
     assert set(body["required"]) == {
         "flow_execution_id", "id", "organization_id", "status", "task_execution_idx", "task_name",
     }  # fmt: skip
     assert body["properties"]["task_name"]["minLength"] == 1
     assert body["properties"]["task_name"]["maxLength"] == 200
     response = _response(schema, put, "200")
-    assert set(response["properties"]) == SEED_000_FIELDS | {
-        "stale_tasks", "started_tasks", "new_attempts", "dry_run",
+    assert set(response["properties"]) == SEED_000_FIELDS | EXPLANATION_FIELDS | {
+        "stale_tasks", "started_tasks", "new_attempts", "dry_run", "preview_token",
+        "correction_id",
     }  # fmt: skip
     execute_flow = next(p for p in put["parameters"] if p["name"] == "execute_flow")
     assert execute_flow["in"] == "query"
@@ -76,7 +80,7 @@ def test_post_task_outputs_matches_seed_003(schema):
     post = schema["paths"]["/task-outputs"]["post"]
     assert set(post["responses"]) >= {"201", "400", "404", "422", "500"}
     body = _body(schema, post)
-    assert set(body["properties"]) == SEED_003_BODY_FIELDS
+    assert set(body["properties"]) == SEED_003_BODY_FIELDS | {"reason"}
     assert set(body.get("required", [])) == {
         "flow_execution_id", "organization_id", "summary", "task_name",
     }  # fmt: skip

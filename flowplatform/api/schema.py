@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from drf_spectacular import openapi
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
-from drf_spectacular.utils import OpenApiResponse
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse
 from rest_framework import serializers
+
+from flowplatform.idempotency import IDEMPOTENCY_HEADER, IDEMPOTENT_METHODS, REPLAYED_HEADER
 
 
 class ErrorDetailSerializer(serializers.Serializer):
@@ -55,7 +57,8 @@ ERRORS = {
     "404": _error("Not Found - The requested resource does not exist"),
     "409": _error(
         "Conflict - the row changed since the client read it (optimistic lock on `updated_at`; "
-        "the current record is in `error.details.current`) or the change violates uniqueness"
+        "the current record is in `error.details.current`), the change violates uniqueness, or "
+        f"a request with the same `{IDEMPOTENCY_HEADER}` is still being processed"
     ),
     "422": OpenApiResponse(ValidationErrorResponseSerializer, description="Validation Error"),
     "500": _error("Internal Server Error - An unexpected error occurred"),
@@ -63,7 +66,32 @@ ERRORS = {
 }
 
 
+IDEMPOTENCY_KEY_PARAMETER = OpenApiParameter(
+    name=IDEMPOTENCY_HEADER,
+    location=OpenApiParameter.HEADER,
+    required=False,
+    type={"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[ -~]+$"},
+    description=(
+        "Makes a retry safe: 1 to 255 printable ASCII characters, unique per intended change "
+        "(a UUID is a good choice); keys are per organization and kept 24 hours by default. "
+        "The same key with the same request (method, path, query, body, and the key's identity) "
+        "answers the first response again — the same status and body, with header "
+        f"`{REPLAYED_HEADER}: true` — without doing the work again. The same key with a "
+        "different request is a 422 (`idempotency_key_reused`). While the first request still "
+        "runs, a duplicate waits for its result, or gets a 409 "
+        "(`idempotency_key_in_progress`) when it takes too long. A 5xx answer is not kept: a "
+        "retry with the key does the work."
+    ),
+)
+
+
 class AutoSchema(openapi.AutoSchema):
+    def get_override_parameters(self) -> list:
+        parameters = super().get_override_parameters()
+        if self.method.upper() in IDEMPOTENT_METHODS:
+            parameters = [*parameters, IDEMPOTENCY_KEY_PARAMETER]
+        return parameters
+
     def _get_response_bodies(self, direction: str = "response") -> dict:
         responses = super()._get_response_bodies(direction)
         method = self.method.upper()

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
+from drf_spectacular.utils import OpenApiParameter
 from rest_framework import serializers
+from rest_framework.request import Request
+
+from flowplatform.api.errors import RequestValidationError
 
 # The spellings a query-string boolean may take; anything else is an error, never a guess.
 QUERY_BOOLEANS: dict[str, bool] = {"true": True, "1": True, "false": False, "0": False}
@@ -119,3 +124,52 @@ def modified_by_field(**kwargs: Any) -> serializers.CharField:
         ),
         **kwargs,
     )
+
+
+REASON_HEADER = "X-Correction-Reason"
+REASON_MAX_LENGTH = 1000
+REASON_HELP = (
+    "Why this correction is made, in the person's words (at most 1,000 characters). Recorded "
+    f"on the correction; may instead be sent in the `{REASON_HEADER}` header."
+)
+
+
+REASON_HEADER_PARAMETER = OpenApiParameter(
+    REASON_HEADER,
+    str,
+    OpenApiParameter.HEADER,
+    required=False,
+    description="Why this correction is made (at most 1,000 characters; UTF-8 allowed); the "
+    "same as the body's `reason`. Sending both with different values is a 422.",
+)
+
+
+def reason_field() -> serializers.CharField:
+    return serializers.CharField(
+        required=False,
+        allow_null=True,
+        allow_blank=True,
+        max_length=REASON_MAX_LENGTH,
+        trim_whitespace=True,
+        write_only=True,
+        help_text=REASON_HELP,
+    )
+
+
+def correction_reason(request: Request, body_reason: str | None) -> str | None:
+    """The correction's reason: the body's `reason` or the X-Correction-Reason header (sent as
+    UTF-8 or plain ASCII). Both, with different values, is a 422; blank means none."""
+    header = request.headers.get(REASON_HEADER)
+    if header is not None:
+        with contextlib.suppress(UnicodeError):  # not UTF-8 on the wire: keep it as received
+            header = header.encode("latin-1").decode("utf-8")
+        try:
+            header = reason_field().run_validation(header)
+        except serializers.ValidationError as exc:
+            raise RequestValidationError({REASON_HEADER: exc.detail}, location="header") from None
+    reasons = {value for value in (body_reason, header) if value}
+    if len(reasons) > 1:
+        raise RequestValidationError(
+            {"reason": [f"differs from the {REASON_HEADER} header; send the reason once"]}
+        )
+    return reasons.pop() if reasons else None

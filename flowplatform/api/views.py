@@ -12,15 +12,18 @@ from rest_framework.response import Response
 from rest_framework.routers import SimpleRouter
 from rest_framework.serializers import Serializer
 
+from flowplatform.api.serializers import correction_reason
 from flowplatform.exceptions import FLOW_EXECUTION_NOT_FOUND, NotFound
+from flowplatform.idempotency import IdempotentWritesMixin
 from flowplatform.tenancy.services import resolve_actor
 
 
-class TenantViewSet(viewsets.GenericViewSet):
+class TenantViewSet(IdempotentWritesMixin, viewsets.GenericViewSet):
     """Scopes `queryset` to request.auth's organization; a foreign or malformed id is a 404.
 
     Subclasses set `queryset` and `not_found_message`; nothing here looks outside the caller's
-    organization, so another tenant's object is indistinguishable from a missing one.
+    organization, so another tenant's object is indistinguishable from a missing one. POST, PUT
+    and PATCH honour an `Idempotency-Key` header (flowplatform.idempotency).
     """
 
     not_found_message = "Not found."
@@ -60,7 +63,8 @@ class RecordWriteMixin:
     caller's is answered like a missing flow execution (404), so nothing is written into another
     tenant. PUT/PATCH keep identity fields immutable and use `updated_at` as an optimistic lock.
     Subclasses set the serializers, `identity_fields`, and the services `create_record` and
-    `update_record`.
+    `update_record`. A serializer with a `reason` field takes a correction's reason, from the
+    body or the X-Correction-Reason header; the service gets it as `reason`.
     """
 
     create_serializer_class: type[Serializer]
@@ -81,6 +85,8 @@ class RecordWriteMixin:
         if data.pop("organization_id") != organization.id:
             raise NotFound(FLOW_EXECUTION_NOT_FOUND)
         actor = resolve_actor(request.auth, data.pop("modified_by", None))
+        if "reason" in serializer.fields:
+            data["reason"] = correction_reason(request, data.pop("reason", None))
         record = self.create_record(organization, actor=actor, **data)
         return Response(self.get_serializer(record).data, status=201)  # type: ignore[attr-defined]
 
@@ -90,12 +96,14 @@ class RecordWriteMixin:
         serializer.is_valid(raise_exception=True)
         data = dict(serializer.validated_data)
         identity = {name: data.pop(name) for name in self.identity_fields if name in data}
-        return {
+        kwargs = {
             "identity": identity,
             "expected_updated_at": data.pop("updated_at", None),
             "actor": resolve_actor(request.auth, data.pop("modified_by", None)),
-            "changes": data,
         }
+        if "reason" in serializer.fields:
+            kwargs["reason"] = correction_reason(request, data.pop("reason", None))
+        return {**kwargs, "changes": data}
 
     def update(self, request: Request, pk: str, partial: bool = False) -> Response:
         record = self.get_object()  # type: ignore[attr-defined]

@@ -2,7 +2,8 @@ from django.contrib import admin
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
-from flowplatform.tenancy.models import ApiKey, Organization
+from flowplatform.admin import ReadOnlyModelAdmin
+from flowplatform.tenancy.models import ApiKey, IdempotencyKey, Organization
 from flowplatform.tenancy.services import revoke_api_key
 
 
@@ -37,3 +38,11 @@ class ApiKeyAdmin(admin.ModelAdmin):
     def revoke(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> None:
         for api_key in queryset:
             revoke_api_key(api_key)
+
+
+@admin.register(IdempotencyKey)
+class IdempotencyKeyAdmin(ReadOnlyModelAdmin):
+    list_display = ["key", "organization", "method", "path", "state", "response_status"]
+    list_filter = ["state", "method", "organization"]
+    search_fields = ["key", "path"]
+    date_hierarchy = "created_at"

@@ -84,3 +84,41 @@ class ApiKey(models.Model):
     def default_actor(self) -> str:
         """What `modified_by` records when a request does not name an actor."""
         return str(self.user_id) if self.kind == self.Kind.USER else f"api-key:{self.prefix}"
+
+
+class IdempotencyKey(TenantOwned):
+    """One `Idempotency-Key` of one organization: the request it was first used for and, once
+    that request finished, its response, replayed to every retry until `expires_at`.
+
+    The body is kept as the exact text that was sent, not as JSON: PostgreSQL's jsonb reorders
+    object keys, and a replay must be the same bytes as the first answer.
+    """
+
+    class State(models.TextChoices):
+        IN_PROGRESS = "in_progress", "In progress"
+        COMPLETED = "completed", "Completed"
+
+    key = models.CharField(max_length=255)
+    method = models.CharField(max_length=8)
+    path = models.CharField(max_length=2000)
+    fingerprint = models.CharField(
+        max_length=64, help_text="SHA-256 of the request: method, path, query, body, actor."
+    )
+    state = models.CharField(max_length=16, choices=State.choices, default=State.IN_PROGRESS)
+    response_status = models.PositiveSmallIntegerField(null=True, blank=True)
+    response_content_type = models.CharField(max_length=200, blank=True)
+    response_body = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    completed_at = models.DateTimeField(null=True, blank=True)
+    expires_at = models.DateTimeField(db_index=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["organization", "key"], name="idempotencykey_unique_per_organization"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.key} ({self.method} {self.path}, {self.state})"

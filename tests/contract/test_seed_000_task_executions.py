@@ -46,9 +46,19 @@ RESPONSE_FIELDS = {
     "task_execution_idx",
     "task_name",
     "updated_at",
+    # Explaining corrections (issue 5) adds these read-only fields to the seed's task execution.
+    "stale_cause",
+    "reused_from",
 }
 # The correction path adds these read-only fields to the seed's task execution in PUT answers.
-CORRECTION_FIELDS = {"stale_tasks", "started_tasks", "new_attempts", "dry_run"}
+CORRECTION_FIELDS = {
+    "stale_tasks",
+    "started_tasks",
+    "new_attempts",
+    "dry_run",
+    "preview_token",
+    "correction_id",
+}
 # Documented transitions, one per target status: queued → running → completed | failed;
 # any → deleted; completed/failed → stale; completed → completed (a corrected output).
 TRANSITIONS = [

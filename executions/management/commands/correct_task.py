@@ -1,0 +1,101 @@
+import json
+import uuid
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from executions import services
+from executions.models import Correction, TaskExecution
+from flowplatform.api.serializers import REASON_MAX_LENGTH
+from flowplatform.exceptions import DomainError, InvalidInput
+
+
+def json_value(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise CommandError(f"not valid JSON: {exc}") from None
+
+
+class Command(BaseCommand):
+    help = (
+        "Correct a task execution from a script: the same correction path as "
+        "PUT /task-executions/{id} (transition rules, stale marking, optional re-execution), "
+        "recorded as a Correction with source 'command'. Prints what it did as JSON; exits 1 "
+        "on any error, changing nothing."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("task_execution_id", metavar="TASK_EXECUTION_ID")
+        parser.add_argument("--output", type=json_value, help="the corrected output, as JSON")
+        parser.add_argument(
+            "--status",
+            choices=TaskExecution.Status.values,
+            help="the new status (default: completed when --output is given)",
+        )
+        parser.add_argument("--error", type=json_value, help="the error, as JSON")
+        parser.add_argument(
+            "--execute-flow", action="store_true", help="re-run the tasks this makes stale"
+        )
+        parser.add_argument("--reason", default="", help="why (recorded on the correction)")
+        parser.add_argument(
+            "--actor", default="system", help="recorded as modified_by (default: system)"
+        )
+        parser.add_argument("--dry-run", action="store_true", help="show what would happen")
+        parser.add_argument(
+            "--preview-token", help="apply only if nothing changed since the dry run that gave it"
+        )
+
+    def handle(self, *args: object, **options: Any) -> None:
+        try:
+            pk = uuid.UUID(options["task_execution_id"])
+        except ValueError:
+            raise CommandError(
+                f"not a task execution id: {options['task_execution_id']!r}"
+            ) from None
+        task_execution = TaskExecution.objects.select_related("organization").filter(pk=pk).first()
+        if task_execution is None:
+            raise CommandError(f"no such task execution: {pk}")
+        changes = {name: options[name] for name in ("output", "error") if options[name] is not None}
+        status = options["status"] or ("completed" if "output" in changes else None)
+        if status is not None:
+            changes["status"] = status
+        if not changes:
+            raise CommandError("nothing to change: give --output, --status or --error")
+        if len(options["reason"]) > REASON_MAX_LENGTH:
+            raise CommandError(f"--reason is longer than {REASON_MAX_LENGTH} characters")
+        correct = (
+            services.preview_correction if options["dry_run"] else services.correct_task_execution
+        )
+        try:
+            result = correct(
+                task_execution,
+                changes=changes,
+                identity={},
+                expected_updated_at=None,
+                actor=options["actor"],
+                execute_flow=options["execute_flow"],
+                reason=options["reason"].strip(),
+                source=Correction.Source.COMMAND,
+                preview_token=options["preview_token"],
+            )
+        except InvalidInput as exc:
+            raise CommandError(
+                "; ".join(f"{'.'.join(map(str, loc[1:]))}: {msg}" for loc, msg, _ in exc.errors)
+            ) from None
+        except DomainError as exc:
+            raise CommandError(exc.message) from None
+        self.stdout.write(
+            json.dumps(
+                {
+                    "task_execution_id": str(result.task_execution.pk),
+                    "status": result.task_execution.status,
+                    "stale_tasks": result.stale_tasks,
+                    "started_tasks": [attempt.task_name for attempt in result.started],
+                    "dry_run": result.dry_run,
+                    "preview_token": result.preview_token if result.dry_run else None,
+                    "correction_id": str(result.correction.pk) if result.correction else None,
+                },
+                indent=2,
+            )
+        )

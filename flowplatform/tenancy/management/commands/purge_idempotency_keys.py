@@ -1,0 +1,14 @@
+from django.core.management.base import BaseCommand
+
+from flowplatform.idempotency import purge_expired_keys
+
+
+class Command(BaseCommand):
+    help = (
+        "Delete expired Idempotency-Key records (older than IDEMPOTENCY_TTL_HOURS). Expired keys "
+        "are never replayed, so this only reclaims space; run it from cron, e.g. daily."
+    )
+
+    def handle(self, *args: object, **options: object) -> None:
+        deleted = purge_expired_keys()
+        self.stdout.write(f"deleted {deleted} expired idempotency key(s)")
