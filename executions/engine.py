@@ -37,6 +37,7 @@ from django.utils import timezone
 from executions.executors import ExecutorResult, TaskFailed, default_summary, get_executor
 from executions.models import FlowExecution, StaleReason, TaskExecution
 from flowplatform.canonical import same_json
+from flowplatform.history import record_history
 from flows.definitions import FlowSpec, spec_for
 from flows.expressions import ExpressionError, resolve
 from outputs.models import TaskOutput
@@ -512,19 +513,31 @@ def mark_stale(
         "modified_by": actor,
         "updated_at": now,
     }
+    reason = f"stale: {cause.reason}" + (
+        f" of {cause.upstream_task}" if cause.upstream_task else ""
+    )
     if nearer:
         TaskExecution.objects.filter(pk__in=[a.id for a in nearer]).update(**cause_fields)
+        record_history(TaskExecution, [a.id for a in nearer], reason=reason)
     moved = spec.dag.in_order(a.task_name for a in nearer)
     if not marked:
         return Marked([], moved)
     TaskExecution.objects.filter(pk__in=list(marked.values())).update(
         status=Status.STALE, **cause_fields
     )
-    TaskOutput.objects.filter(
-        flow_execution=flow_execution,
-        task_name__in=list(marked),
-        status=TaskOutput.Status.COMPLETED,
-    ).update(status=TaskOutput.Status.STALE, updated_at=now)
+    record_history(TaskExecution, marked.values(), reason=reason)
+    outputs = list(
+        TaskOutput.objects.filter(
+            flow_execution=flow_execution,
+            task_name__in=list(marked),
+            status=TaskOutput.Status.COMPLETED,
+        ).values_list("pk", flat=True)
+    )
+    if outputs:
+        TaskOutput.objects.filter(pk__in=outputs).update(
+            status=TaskOutput.Status.STALE, modified_by=actor, updated_at=now
+        )
+        record_history(TaskOutput, outputs, reason=reason)
     recompute_task_outputs_summary(flow_execution.pk)
     return Marked(spec.dag.in_order(marked), moved)
 
@@ -553,18 +566,28 @@ def _nearer_cause(spec: FlowSpec, attempts: Iterable[Attempt], cause: StaleCause
 
 @transaction.atomic
 def reexecute(
-    flow_execution: FlowExecution, *, actor: str, only_stale: bool = False
+    flow_execution: FlowExecution,
+    *,
+    actor: str,
+    only_stale: bool = False,
+    task: str | None = None,
 ) -> list[TaskExecution]:
-    """Run the whole flow again, or only its stale tasks; history is kept.
+    """Run the whole flow again, only its stale tasks, or one task and its dependents; history
+    is kept.
 
     Whole flow: every task's latest attempt goes stale (a live one is cancelled) and each task
     gets a new attempt, in dependency order. `only_stale`: the stale tasks get new attempts as
-    their upstream tasks complete; nothing else runs again. Returns the attempts started now.
+    their upstream tasks complete; nothing else runs again. `task`: that task and every task
+    downstream of it, as for the whole flow. Returns the attempts started now.
     """
     flow_execution = lock_flow_execution(flow_execution.pk)
     spec = spec_for(flow_execution.flow_version)
     latest = latest_attempts(flow_execution)
-    if only_stale:
+    if task is not None:
+        subset = {task} | spec.dag.descendants(task)
+        mark_stale(flow_execution, spec, subset, actor=actor, cause=REEXECUTION)
+        candidates = [task]
+    elif only_stale:
         candidates = [
             name for name, a in latest.items() if a.status in (Status.STALE, Status.DELETED)
         ]

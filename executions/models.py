@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from django.db import models
+from simple_history.models import HistoricalRecords
 
+from flowplatform.history import history_user
 from flowplatform.tenancy.models import TenantOwned
 from flows.models import Flow, FlowVersion
 
@@ -162,6 +164,10 @@ class TaskExecution(TenantOwned):
         help_text="Early cutoff: the earlier completed attempt whose output this one reuses "
         "because its freshly resolved input was the same.",
     )
+
+    # Every manual change (API, admin, commands), and bulk stale marking
+    # (flowplatform.history.record_history), with who and when; shown in admin.
+    history = HistoricalRecords(get_user=history_user)
 
     class Meta:
         ordering = ["created_at", "id"]

@@ -319,6 +319,17 @@ class ReexecuteQuerySerializer(serializers.Serializer):
         required=False,
         help_text="`stale`: re-run only the stale tasks (and what they release).",
     )
+    task = serializers.CharField(
+        required=False,
+        min_length=1,
+        max_length=200,
+        help_text="Re-run only this task and every task downstream of it.",
+    )
+
+    def validate(self, data: dict) -> dict:
+        if "only" in data and "task" in data:
+            raise serializers.ValidationError({"task": ["cannot be combined with only"]})
+        return data
 
 
 class CorrectionSerializer(serializers.ModelSerializer):

@@ -117,13 +117,23 @@ def start_flow_execution(
 
 
 def reexecute_flow_execution(
-    flow_execution: FlowExecution, *, actor: str, only_stale: bool = False
+    flow_execution: FlowExecution,
+    *,
+    actor: str,
+    only_stale: bool = False,
+    task: str | None = None,
 ) -> FlowExecution:
-    """POST /flow-executions/{id}/execute[?only=stale]: every task, or only the stale ones,
-    runs again; earlier attempts are kept."""
+    """POST /flow-executions/{id}/execute[?only=stale]: every task, only the stale ones, or
+    (`task`) one task and its dependents runs again; earlier attempts are kept."""
     if flow_execution.status == FlowExecution.Status.DELETED:
         raise Conflict("the flow execution is deleted")
-    engine.reexecute(flow_execution, actor=actor, only_stale=only_stale)
+    if task is not None and task not in spec_for(flow_execution.flow_version).tasks:
+        raise InvalidInput.field(
+            "task",
+            f"'{task}' is not a task of version {flow_execution.flow_version.version} of this flow",
+            "unknown_task",
+        )
+    engine.reexecute(flow_execution, actor=actor, only_stale=only_stale, task=task)
     flow_execution.refresh_from_db()
     return flow_execution
 

@@ -81,7 +81,8 @@ class FlowExecutionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, Ten
         description=(
             "Every task runs again in dependency order as a new attempt (idx + 1); each task's "
             "latest attempt becomes `stale` (a queued or running one is cancelled). With "
-            "`only=stale`, only the stale tasks run again. Earlier attempts are kept."
+            "`only=stale`, only the stale tasks run again; with `task=NAME`, that task and its "
+            "dependents. Earlier attempts are kept."
         ),
         parameters=[ReexecuteQuerySerializer],
         request=None,
@@ -96,6 +97,7 @@ class FlowExecutionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, Ten
             self.get_object(),
             actor=request.user.actor,
             only_stale=query.validated_data.get("only") == "stale",
+            task=query.validated_data.get("task"),
         )
         return Response(self.get_serializer(flow_execution).data, status=status.HTTP_202_ACCEPTED)
 

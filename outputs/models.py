@@ -10,8 +10,10 @@ edit or delete recomputes it (recompute_task_outputs_summary). Queryset
 from __future__ import annotations
 
 from django.db import models
+from simple_history.models import HistoricalRecords
 
 from executions.models import MODIFIED_BY_HELP, FlowExecution
+from flowplatform.history import history_user
 from flowplatform.tenancy.models import TenantOwned
 
 
@@ -52,6 +54,8 @@ class TaskOutput(TenantOwned):
     modified_by = models.CharField(max_length=200, default="system", help_text=MODIFIED_BY_HELP)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
+    # Every manual change and bulk stale marking, with who and when; shown in admin.
+    history = HistoricalRecords(get_user=history_user)
 
     class Meta:
         ordering = ["created_at", "id"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 
+from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
@@ -122,3 +123,29 @@ class IdempotencyKey(TenantOwned):
 
     def __str__(self) -> str:
         return f"{self.key} ({self.method} {self.path}, {self.state})"
+
+
+class Membership(models.Model):
+    """A Django (admin) user's access to one organization's data in admin.
+
+    Superusers see every organization; a staff user sees, and may correct, only the data of
+    the organizations they are a member of.
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships"
+    )
+    organization = models.ForeignKey(
+        Organization, on_delete=models.CASCADE, related_name="memberships"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["organization", "user"]
+        constraints = [
+            models.UniqueConstraint(fields=["user", "organization"], name="membership_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user} in {self.organization}"

@@ -1,0 +1,186 @@
+"""The admin in a real browser (issue 6): log in, see a flow execution's DAG, correct a task's
+output with "execute flow" ticked, and check that exactly its dependents ran again.
+
+Debian's chromium, headless, driven by Playwright (see tests/browser_helpers.py). Screenshots
+go to the test's tmp dir. The admin runs on pytest-django's live server; jobs run in-process,
+so a save in the browser has re-executed the flow when its response arrives.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.db import connections
+from playwright.sync_api import Page, expect, sync_playwright
+
+from executions.models import FlowExecution, TaskExecution
+from executions.services import start_flow_execution
+from tests.browser_helpers import admin_login, launch_chromium, skip_module_without_chromium
+from tests.conftest import Tenant
+
+pytestmark = pytest.mark.django_db(transaction=True)
+skip_module_without_chromium()
+
+USERNAME = "operator"
+PASSWORD = "correct-horse-battery"
+# fetch → enrich → report: each reads its upstream task's whole output.
+CHAIN = """\
+tasks:
+  - name: fetch
+    type: transform
+    input: {n: "${{ flow.input.n }}"}
+  - name: enrich
+    type: transform
+    input: {from_fetch: "${{ tasks.fetch.output }}"}
+  - name: report
+    type: transform
+    input: {from_enrich: "${{ tasks.enrich.output }}"}
+"""
+TASKS = ["fetch", "enrich", "report"]
+
+
+@pytest.fixture
+def operator(django_user_model: Any) -> Any:
+    return django_user_model.objects.create_superuser(USERNAME, "operator@example.com", PASSWORD)
+
+
+@pytest.fixture
+def flow_execution() -> FlowExecution:
+    """A completed run of the chain (the embedded backend runs it before start returns)."""
+    tenant = Tenant("acme")
+    flow = tenant.flow(name="chain", definition=CHAIN)
+    fe = start_flow_execution(tenant.org, flow_id=flow.id, input={"n": 1}, actor="system")
+    assert fe.status == FlowExecution.Status.COMPLETED
+    return fe
+
+
+@pytest.fixture
+def page(
+    django_db_setup: None, live_server: Any, operator: Any, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Page]:
+    """A logged-in admin page. Fails the test on any uncaught JavaScript error.
+
+    The test database is set up before the live server starts, so the server (and the
+    connection its thread keeps open) is stopped before the database is dropped.
+    """
+    # Playwright's sync API runs an event loop in this thread; Django would refuse ORM calls.
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    with sync_playwright() as playwright:
+        browser = launch_chromium(playwright)
+        context = browser.new_context(viewport={"width": 1280, "height": 900})
+        page = context.new_page()
+        page.set_default_timeout(10_000)
+        js_errors: list[str] = []
+        page.on("pageerror", lambda error: js_errors.append(str(error)))
+        admin_login(page, live_server.url, USERNAME, PASSWORD)
+        yield page
+        context.close()
+        browser.close()
+        # While Playwright's loop runs, Django keeps this thread's connections in context-local
+        # storage: close the ones the test opened, or PostgreSQL cannot drop the test database.
+        connections.close_all()
+    assert js_errors == [], f"JavaScript errors in the admin: {js_errors}"
+
+
+def fe_url(base_url: str, fe: FlowExecution) -> str:
+    return f"{base_url}/admin/executions/flowexecution/{fe.id}/change/"
+
+
+def attempts(fe: FlowExecution, task_name: str) -> list[TaskExecution]:
+    return list(
+        TaskExecution.objects.filter(flow_execution=fe, task_name=task_name).order_by(
+            "task_execution_idx"
+        )
+    )
+
+
+def shot(page: Page, tmp_path: Path, name: str) -> Path:
+    path = tmp_path / f"{name}.png"
+    page.screenshot(path=path, full_page=True)
+    assert path.stat().st_size > 0
+    print(f"screenshot: {path}")  # shown with -s
+    return path
+
+
+def test_login_and_flow_execution_page_open(
+    page: Page, live_server: Any, flow_execution: FlowExecution, tmp_path: Path
+) -> None:
+    """The plumbing: chromium launches, the login form works, the change page renders."""
+    response = page.goto(fe_url(live_server.url, flow_execution))
+    assert response is not None
+    assert response.status == 200
+    expect(page.locator("#content")).to_contain_text(str(flow_execution.id))
+    shot(page, tmp_path, "flow-execution")
+
+
+def test_correct_a_task_in_the_admin_reruns_its_dependents(
+    page: Page, live_server: Any, flow_execution: FlowExecution, tmp_path: Path
+) -> None:
+    fe = flow_execution
+    fetch = attempts(fe, "fetch")[-1]
+
+    # The flow execution page draws the DAG, one node per task, all completed.
+    page.goto(fe_url(live_server.url, fe))
+    dag = page.locator("svg.flow-dag")
+    expect(dag).to_be_visible()
+    nodes = dag.locator("g.dag-node")
+    expect(nodes).to_have_count(3)
+    for name in TASKS:
+        expect(dag.locator(f'g.dag-node[data-task="{name}"]')).to_have_attribute(
+            "data-status", "completed"
+        )
+    shot(page, tmp_path, "dag-before")
+
+    # A node links to its task's latest attempt.
+    dag.locator('g.dag-node[data-task="fetch"]').click()
+    expect(page).to_have_url(
+        re.compile(rf"/admin/executions/taskexecution/{fetch.id}/change/(\?.*)?$")
+    )
+    output = page.locator('textarea[name="output"]')
+    expect(output).to_be_visible()
+    assert json.loads(output.input_value()) == {"n": 1}
+    expect(page.locator('select[name="status"]')).to_have_value("completed")
+    expect(page.locator('textarea[name="error"]')).to_be_visible()
+
+    output.fill(json.dumps({"n": 42}))
+    page.locator('input[name="execute_flow"]').check()
+    preview = page.locator("#correction-preview")
+    for name in ("enrich", "report"):
+        expect(preview).to_contain_text(name)
+    shot(page, tmp_path, "task-execution-form")
+
+    with page.expect_navigation():
+        page.locator('input[name="_save"]').click()
+    errors = page.locator(".errornote, ul.errorlist")
+    assert errors.count() == 0, f"the admin refused the correction: {errors.all_inner_texts()}"
+
+    # Exactly the dependents ran again, from the corrected output; the old attempts are history.
+    fetch_attempts = attempts(fe, "fetch")
+    assert [a.task_execution_idx for a in fetch_attempts] == [0]
+    assert fetch_attempts[0].output == {"n": 42}
+    assert fetch_attempts[0].status == TaskExecution.Status.COMPLETED
+    expected_inputs = {
+        "enrich": {"from_fetch": {"n": 42}},
+        "report": {"from_enrich": {"from_fetch": {"n": 42}}},
+    }
+    for name, expected_input in expected_inputs.items():
+        old, new = attempts(fe, name)
+        assert (old.task_execution_idx, old.status) == (0, TaskExecution.Status.STALE)
+        assert (new.task_execution_idx, new.status) == (1, TaskExecution.Status.COMPLETED)
+        assert new.input == expected_input
+        assert new.output == expected_input
+    fe.refresh_from_db()
+    assert fe.status == FlowExecution.Status.COMPLETED
+
+    # The DAG shows the new state.
+    page.goto(fe_url(live_server.url, fe))
+    for name in TASKS:
+        expect(dag.locator(f'g.dag-node[data-task="{name}"]')).to_have_attribute(
+            "data-status", "completed"
+        )
+    shot(page, tmp_path, "dag-after")
