@@ -7,6 +7,7 @@ optimistic lock, stale marking, optional re-execution, a Correction with source 
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from typing import Any
 
@@ -23,7 +24,12 @@ from simple_history.admin import SimpleHistoryAdmin
 from executions import engine, services
 from executions.dag_svg import render_dag_svg
 from executions.models import Correction, FlowExecution, TaskExecution
-from flowplatform.admin import ReadOnlyModelAdmin, ScopedOrganizationFilter, TenantAdmin
+from flowplatform.admin import (
+    ReadOnlyModelAdmin,
+    ScopedHistoryMixin,
+    ScopedOrganizationFilter,
+    TenantAdmin,
+)
 from flowplatform.api.serializers import REASON_MAX_LENGTH
 from flowplatform.exceptions import ConcurrentUpdate, DomainError, InvalidInput
 from flows.definitions import spec_for
@@ -109,11 +115,26 @@ class FlowExecutionAdmin(TenantAdmin):
         self._reexecute(request, queryset, only_stale=True)
 
 
+def _no_constant(name: str) -> Any:
+    raise json.JSONDecodeError(f"{name} is not valid JSON", name, 0)
+
+
+class StrictJSONDecoder(json.JSONDecoder):
+    """JSON as the API accepts it: no NaN or Infinity (the database cannot store them)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **{**kwargs, "parse_constant": _no_constant})
+
+
 class TaskExecutionCorrectionForm(forms.ModelForm):
     """status / output / error of the attempt, plus what PUT takes in its query and body."""
 
-    output = forms.JSONField(required=False, widget=forms.Textarea(attrs={"rows": 8}))
-    error = forms.JSONField(required=False, widget=forms.Textarea(attrs={"rows": 3}))
+    output = forms.JSONField(
+        required=False, decoder=StrictJSONDecoder, widget=forms.Textarea(attrs={"rows": 8})
+    )
+    error = forms.JSONField(
+        required=False, decoder=StrictJSONDecoder, widget=forms.Textarea(attrs={"rows": 3})
+    )
     execute_flow = forms.BooleanField(
         required=False,
         help_text="Re-run the tasks this correction makes stale, with the corrected inputs "
@@ -179,7 +200,7 @@ class TaskExecutionCorrectionForm(forms.ModelForm):
 
 
 @admin.register(TaskExecution)
-class TaskExecutionAdmin(SimpleHistoryAdmin, TenantAdmin):
+class TaskExecutionAdmin(ScopedHistoryMixin, SimpleHistoryAdmin, TenantAdmin):
     editable = True
     form = TaskExecutionCorrectionForm
     list_display = ["task_name", "task_execution_idx", "status", "flow_execution", "modified_by"]
@@ -297,10 +318,6 @@ class TaskExecutionAdmin(SimpleHistoryAdmin, TenantAdmin):
         if getattr(request, "_correction_error", None):
             return None  # nothing was changed
         return super().log_change(request, obj, message)
-
-    def history_form_view(self, request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
-        # Reverting to a historical version would bypass the correction path.
-        raise PermissionDenied
 
 
 @admin.register(Correction)

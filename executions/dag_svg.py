@@ -8,10 +8,20 @@ node links to its latest attempt. O(V+E) and pure string building.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
-from html import escape
+from html import escape as html_escape
 
 from flows.definitions import FlowSpec
+
+# Characters XML 1.0 does not allow (control characters other than tab and newlines).
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
+
+
+def escape(text: str) -> str:
+    """Escaped for XML, with characters XML cannot hold replaced, so the SVG always parses."""
+    return html_escape(_NOT_XML.sub("\ufffd", text))
+
 
 NODE_W, NODE_H = 170, 38
 GAP_X, GAP_Y = 60, 16

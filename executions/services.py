@@ -28,6 +28,7 @@ from flowplatform.exceptions import (
     InvalidTransition,
     NotFound,
 )
+from flowplatform.history import ensure_baseline, record_history
 from flowplatform.records import apply_changes, lock_for_update
 from flowplatform.tenancy.models import Organization
 from flows.definitions import spec_for
@@ -143,9 +144,13 @@ def delete_flow_execution(flow_execution: FlowExecution, *, actor: str) -> FlowE
     """Soft delete: status `deleted`, hidden from lists, kept for the audit trail. Its queued
     and running attempts are cancelled (made stale), so nothing keeps working on it."""
     flow_execution = engine.lock_flow_execution(flow_execution.pk)
-    live = TaskExecution.objects.filter(flow_execution=flow_execution, status__in=engine.LIVE)
+    live = list(
+        TaskExecution.objects.filter(
+            flow_execution=flow_execution, status__in=engine.LIVE
+        ).values_list("pk", flat=True)
+    )
     now = timezone.now()
-    live.update(
+    TaskExecution.objects.filter(pk__in=live).update(
         status=TaskExecution.Status.STALE,
         stale_reason=StaleReason.FLOW_EXECUTION_DELETED,
         stale_at=now,
@@ -153,6 +158,7 @@ def delete_flow_execution(flow_execution: FlowExecution, *, actor: str) -> FlowE
         modified_by=actor,
         updated_at=now,
     )
+    record_history(TaskExecution, live, reason="stale: flow execution deleted")
     if flow_execution.status != FlowExecution.Status.DELETED:
         flow_execution.status = FlowExecution.Status.DELETED
         flow_execution.modified_by = actor
@@ -459,6 +465,7 @@ def correct_task_execution(
         locked.stale_upstream_task = locked.task_name
         locked.stale_at = now
         locked.stale_by = actor
+    ensure_baseline(TaskExecution, locked.pk)  # so its history shows what this changed
     apply_changes(
         locked, mutable_fields=TASK_EXECUTION_MUTABLE_FIELDS, changes=changes, actor=actor
     )

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import admin
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import Model, QuerySet
 from django.http import HttpRequest
 
@@ -94,6 +95,28 @@ class TenantAdmin(admin.ModelAdmin):
         elif any(f.name == "organization" for f in related._meta.fields):
             kwargs["queryset"] = scope(related._default_manager.all(), request)
         return super().formfield_for_foreignkey(db_field, request, **kwargs)
+
+
+class ScopedHistoryMixin:
+    """django-simple-history's views for rows the user may see only; another organization's
+    row is "not found" (its history view would otherwise answer 403, revealing it exists).
+    Reverting from history is disabled (SIMPLE_HISTORY_REVERT_DISABLED): it would bypass the
+    services."""
+
+    def history_view(self, request: HttpRequest, object_id: str, *args: Any, **kwargs: Any) -> Any:
+        from django.contrib.admin.utils import unquote
+        from django.http import Http404
+
+        try:
+            visible = self.get_queryset(request).filter(pk=unquote(object_id)).exists()
+        except (ValueError, ValidationError):
+            visible = False
+        if not visible:
+            raise Http404("No such object.")
+        return super().history_view(request, object_id, *args, **kwargs)
+
+    def history_form_view(self, request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
+        raise PermissionDenied
 
 
 class ReadOnlyModelAdmin(TenantAdmin):

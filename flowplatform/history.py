@@ -47,3 +47,10 @@ def history_user(instance: Any = None, request: Any = None, **kwargs: Any) -> An
 
     user = getattr(request, "user", None)
     return user if isinstance(user, AbstractBaseUser) and user.is_authenticated else None
+
+
+def ensure_baseline(model: type[models.Model], pk: Any) -> None:
+    """Give a row a history row of how it is now, if it has none yet (rows the engine created
+    in bulk have none), so the first manual change shows what it changed. One or two queries."""
+    if not model.history.filter(**{model._meta.pk.attname: pk}).exists():  # type: ignore[attr-defined]
+        record_history(model, [pk], reason="before the first manual change", history_type="+")

@@ -154,6 +154,8 @@ MIDDLEWARE = [
 ]
 
 ROOT_URLCONF = "flowplatform.urls"
+# Admin shows history; reverting from it would bypass the services (flowplatform.admin).
+SIMPLE_HISTORY_REVERT_DISABLED = True
 WSGI_APPLICATION = "flowplatform.wsgi.application"
 # Paths are served with and without a trailing slash by the routes themselves; a redirect
 # would turn a PUT into a GET and lose its body.

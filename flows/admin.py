@@ -18,6 +18,7 @@ from flows.models import Flow, FlowVersion
 
 class FlowForm(forms.ModelForm):
     definition = forms.CharField(
+        strip=False,
         widget=forms.Textarea(attrs={"rows": 20, "cols": 100, "style": "font-family:monospace"}),
         help_text="YAML. Saving a changed definition adds a new version; earlier versions and "
         "the executions pinned to them are kept.",
@@ -34,7 +35,13 @@ class FlowForm(forms.ModelForm):
             self.fields.pop("organization", None)
 
     def clean_definition(self) -> str:
-        text = self.cleaned_data["definition"].replace("\r\n", "\n")
+        text = self.cleaned_data["definition"]
+        if "\r\n" in text and self.instance.pk and self.instance.current_version_id:
+            # Browsers send CRLF; keep the stored text when only the line endings differ.
+            stored = self.instance.current_version.definition
+            if text.replace("\r\n", "\n") == stored.replace("\r\n", "\n"):
+                return stored
+        text = text.replace("\r\n", "\n")
         try:
             compile_definition(text)
         except InvalidInput as exc:
@@ -102,7 +109,7 @@ class FlowAdmin(TenantAdmin):
                     actor=actor,
                     name=data["name"],
                     description=data.get("description", ""),
-                    definition=data["definition"],
+                    definition=data["definition"] if "definition" in form.changed_data else None,
                 )
             else:
                 flow = services.create_flow(

@@ -15,6 +15,7 @@ from executions.models import Correction, FlowExecution, TaskExecution
 from executions.services import current_task_output, get_flow_execution_for_write
 from flowplatform.canonical import same_json
 from flowplatform.exceptions import Conflict, InvalidInput
+from flowplatform.history import ensure_baseline
 from flowplatform.records import apply_update
 from flowplatform.tenancy.models import Organization
 from outputs.models import TaskOutput
@@ -227,6 +228,7 @@ def update_task_output(
         task_output.organization, task_output.flow_execution_id
     )
     current = current_task_output(flow_execution, task_output.task_name)
+    ensure_baseline(TaskOutput, task_output.pk)
     task_output, before = apply_update(
         task_output,
         mutable_fields=TASK_OUTPUT_MUTABLE_FIELDS,
@@ -269,6 +271,7 @@ def delete_task_output(
     task_output = TaskOutput.objects.select_for_update().get(pk=task_output.pk)
     if task_output.status != TaskOutput.Status.DELETED:
         current = current_task_output(flow_execution, task_output.task_name)
+        ensure_baseline(TaskOutput, task_output.pk)
         task_output.status = TaskOutput.Status.DELETED
         task_output.modified_by = actor
         task_output.save(update_fields=["status", "modified_by", "updated_at"])

@@ -179,13 +179,15 @@ def test_history_keeps_who_changed_what_including_bulk_stale_marking(client, ten
     fe = start(tenant, lossy_chain())
     assert save(client, latest(fe, "a"), status="completed", output='{"x": 3}').status_code == 302
     history = TaskExecution.history.filter(flow_execution_id=fe)
-    manual = history.get(task_name="a")
+    manual = history.filter(task_name="a").latest()
     assert (manual.history_user_id, manual.output, manual.modified_by) == (
         superuser.pk,
         {"x": 3},
         str(superuser.pk),
     )
-    assert manual.prev_record is None or manual.prev_record.output != {"x": 3}
+    assert manual.prev_record is not None  # the baseline: how it was before the change
+    assert manual.prev_record.output == {"x": 1, "y": 1}
+    assert manual.diff_against(manual.prev_record).changed_fields
     bulk = history.filter(status="stale")
     assert {h.task_name for h in bulk} == {"b", "c"}
     assert {h.history_change_reason for h in bulk} == {"stale: correction of a"}
@@ -405,3 +407,73 @@ def test_the_api_reexecutes_one_task_and_its_dependents(tenant):
     response = tenant.client.post(f"/flow-executions/{fe}/execute?task=b&only=stale")
     assert response.status_code == 422
     assert [latest(fe, n).task_execution_idx for n in "abc"] == [0, 1, 1]
+
+
+def test_saving_a_flow_without_touching_its_definition_adds_no_version(client, tenant, superuser):
+    flow = tenant.flow(name="keep")
+    text = flow.current_version.definition
+    response = client.post(
+        f"/admin/flows/flow/{flow.id}/change/",
+        {"name": "keep", "description": "now described", "definition": text.replace("\n", "\r\n")},
+    )
+    assert response.status_code == 302
+    flow.refresh_from_db()
+    assert flow.description == "now described"
+    assert flow.versions.count() == 1
+    assert flow.current_version.definition == text
+
+
+def test_nan_in_a_corrected_output_is_a_form_error_not_a_500(client, tenant, superuser):
+    fe = start(tenant, lossy_chain())
+    response = save(client, latest(fe, "a"), status="completed", output='{"x": NaN}')
+    assert response.status_code == 200
+    assert "Enter a valid JSON" in response.content.decode()
+    assert not Correction.objects.exists()
+
+
+def test_another_organizations_history_is_not_found(client, tenant, other_tenant, staff_of):
+    theirs = start(other_tenant, lossy_chain())
+    assert correct(other_tenant, latest(theirs, "a"), {"x": 7}).status_code == 200
+    output = TaskOutput.objects.filter(flow_execution_id=theirs)[0]
+    client.force_login(staff_of(tenant))
+    for url in (
+        f"/admin/executions/taskexecution/{latest(theirs, 'a').id}/history/",
+        f"/admin/outputs/taskoutput/{output.id}/history/",
+        f"/admin/outputs/taskoutput/{uuid.uuid4()}/history/",
+    ):
+        assert client.get(url).status_code == 404, url
+
+
+def test_deleting_a_flow_execution_records_the_cancelled_attempts_in_history(tenant):
+    from executions.services import delete_flow_execution
+
+    fe = start(
+        tenant,
+        [{"name": "a", "type": "transform"}, {"name": "r", "type": "human", "depends_on": ["a"]}],
+    )
+    delete_flow_execution(FlowExecution.objects.get(pk=fe), actor="ops")
+    [row] = TaskExecution.history.filter(flow_execution_id=fe, status="stale")
+    assert (row.task_name, row.history_change_reason, row.stale_by) == (
+        "r",
+        "stale: flow execution deleted",
+        "ops",
+    )
+
+
+def test_the_dag_svg_parses_whatever_the_task_names_hold():
+    from executions.dag_svg import render_dag_svg
+    from flows.dag import Dag
+
+    class Spec:
+        dag = Dag.build(["a\x01<b>&", "c"], {"c": ["a\x01<b>&"]})
+        tasks = {
+            "a\x01<b>&": type("T", (), {"upstream": ()})(),
+            "c": type("T", (), {"upstream": ("a\x01<b>&",)})(),
+        }
+
+    svg = render_dag_svg(Spec, {"c": "stale"}, lambda task: f"/x?t={task}&y=1")
+    root = ET.fromstring(svg)  # noqa: S314 - our own output
+    assert (
+        len([g for g in root.iter("{http://www.w3.org/2000/svg}g") if g.get("class") == "dag-node"])
+        == 2
+    )
