@@ -29,15 +29,11 @@ from flowplatform.admin import (
     ScopedHistoryMixin,
     ScopedOrganizationFilter,
     TenantAdmin,
+    admin_actor,
 )
 from flowplatform.api.serializers import REASON_MAX_LENGTH
 from flowplatform.exceptions import ConcurrentUpdate, DomainError, InvalidInput
 from flows.definitions import spec_for
-
-
-def admin_actor(request: HttpRequest) -> str:
-    """`modified_by` for changes made in admin: the admin user's id."""
-    return str(request.user.pk)
 
 
 def task_execution_url(pk: Any) -> str:

@@ -69,6 +69,16 @@ class StaleCause:
     correction_id: uuid.UUID | None = None
     upstream_task: str | None = None  # the corrected task (nearest corrected ancestor)
 
+    def fields(self, actor: str, now: Any) -> dict[str, Any]:
+        """The TaskExecution columns that record this cause (with who and when)."""
+        return {
+            "stale_reason": self.reason,
+            "stale_correction_id": self.correction_id,
+            "stale_upstream_task": self.upstream_task or "",
+            "stale_at": now,
+            "stale_by": actor,
+        }
+
 
 REEXECUTION = StaleCause(StaleReason.REEXECUTION)
 
@@ -96,8 +106,7 @@ def current_outputs(flow_execution: FlowExecution, names: Iterable[str]) -> dict
     """
     rows = (
         TaskOutput.objects.filter(flow_execution=flow_execution, task_name__in=list(names))
-        .exclude(status=TaskOutput.Status.DELETED)
-        .order_by("task_name", "created_at", "id")
+        .oldest_to_current()
         .values_list("task_name", "output")
     )
     return dict(rows)
@@ -331,8 +340,7 @@ def _reusable_attempts(
     current: dict[str, tuple] = {}
     for row in (
         TaskOutput.objects.filter(flow_execution=flow_execution, task_name__in=list(previous))
-        .exclude(status=TaskOutput.Status.DELETED)
-        .order_by("created_at", "id")
+        .oldest_to_current()
         .values_list("task_name", "output", "summary", "tags", "modified_by", "created_at")
     ):
         current[row[0]] = row[1:]
@@ -504,15 +512,7 @@ def mark_stale(
     if not marked and not nearer:
         return Marked([], [])
     now = timezone.now()
-    cause_fields = {
-        "stale_reason": cause.reason,
-        "stale_correction_id": cause.correction_id,
-        "stale_upstream_task": cause.upstream_task or "",
-        "stale_at": now,
-        "stale_by": actor,
-        "modified_by": actor,
-        "updated_at": now,
-    }
+    cause_fields = {**cause.fields(actor, now), "modified_by": actor, "updated_at": now}
     reason = f"stale: {cause.reason}" + (
         f" of {cause.upstream_task}" if cause.upstream_task else ""
     )

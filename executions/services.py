@@ -152,11 +152,9 @@ def delete_flow_execution(flow_execution: FlowExecution, *, actor: str) -> FlowE
     now = timezone.now()
     TaskExecution.objects.filter(pk__in=live).update(
         status=TaskExecution.Status.STALE,
-        stale_reason=StaleReason.FLOW_EXECUTION_DELETED,
-        stale_at=now,
-        stale_by=actor,
         modified_by=actor,
         updated_at=now,
+        **engine.StaleCause(StaleReason.FLOW_EXECUTION_DELETED).fields(actor, now),
     )
     record_history(TaskExecution, live, reason="stale: flow execution deleted")
     if flow_execution.status != FlowExecution.Status.DELETED:
@@ -310,10 +308,9 @@ def _check_current_attempt(task_execution: TaskExecution) -> None:
 def current_task_output(flow_execution: FlowExecution, task_name: str) -> TaskOutput | None:
     return (
         TaskOutput.objects.filter(flow_execution=flow_execution, task_name=task_name)
-        .exclude(status=TaskOutput.Status.DELETED)
-        .order_by("-created_at", "-id")
+        .oldest_to_current()
         .only("id", "output", "summary", "status", "tags")
-        .first()
+        .last()
     )
 
 
@@ -346,8 +343,7 @@ def correction_fingerprint(
     outputs: dict[str, list[str]] = {}
     for name, pk, status, updated_at in (
         TaskOutput.objects.filter(flow_execution=flow_execution, task_name__in=affected)
-        .exclude(status=TaskOutput.Status.DELETED)
-        .order_by("task_name", "created_at", "id")
+        .oldest_to_current()
         .values_list("task_name", "id", "status", "updated_at")
     ):
         outputs[name] = [str(pk), status, updated_at.isoformat()]
@@ -361,13 +357,13 @@ def correction_fingerprint(
     )
 
 
-def _task_summary(flow_execution_id: uuid.UUID, task_name: str) -> Any:
-    summary = (
-        FlowExecution.objects.filter(pk=flow_execution_id)
-        .values_list("task_outputs_summary", flat=True)
-        .first()
-    )
-    return (summary or {}).get("tasks", {}).get(task_name)
+def attempt_state(attempt: TaskExecution, summary: dict | None = None) -> dict[str, Any]:
+    """An attempt as a correction records it (before and after); with the flow execution's
+    `task_outputs_summary`, also the task's entry in it."""
+    state = {name: getattr(attempt, name) for name in ("status", "output", "error")}
+    if summary is not None:
+        state["summary"] = summary.get("tasks", {}).get(attempt.task_name)
+    return state
 
 
 @transaction.atomic
@@ -423,7 +419,7 @@ def correct_task_execution(
     human = task is not None and get_executor(task.type).waits_for_person
     if not allowed_transition(locked.status, requested, human_task=human):
         raise InvalidTransition(locked.status, requested)
-    before = {name: getattr(locked, name) for name in ("status", "output", "error")}
+    before = attempt_state(locked)
     result = {**before, **{k: v for k, v in changes.items() if k in before}}
     current_output = current_task_output(flow_execution, locked.task_name)
     token = None
@@ -449,10 +445,7 @@ def correct_task_execution(
         operation=Correction.Operation.TASK_EXECUTION_UPDATE,
         modified_by=actor,
         reason=reason or "",
-        before={
-            **before,
-            "summary": flow_execution.task_outputs_summary.get("tasks", {}).get(locked.task_name),
-        },
+        before=attempt_state(locked, flow_execution.task_outputs_summary),
         execute_flow=execute_flow,
     )
     now = timezone.now()
@@ -460,11 +453,9 @@ def correct_task_execution(
         locked.completed_at = now
     elif requested == TaskExecution.Status.STALE and locked.status != requested:
         # A person says this task's own result is wrong: it is its own stale cause.
-        locked.stale_reason = StaleReason.CORRECTION
-        locked.stale_correction = correction
-        locked.stale_upstream_task = locked.task_name
-        locked.stale_at = now
-        locked.stale_by = actor
+        cause = engine.StaleCause(StaleReason.CORRECTION, correction.pk, locked.task_name)
+        for name, value in cause.fields(actor, now).items():
+            setattr(locked, name, value)
     ensure_baseline(TaskExecution, locked.pk)  # so its history shows what this changed
     apply_changes(
         locked, mutable_fields=TASK_EXECUTION_MUTABLE_FIELDS, changes=changes, actor=actor
@@ -492,10 +483,8 @@ def correct_task_execution(
             correction_id=correction.pk,
         )
         correction.task_output = current_task_output(flow_execution, locked.task_name)
-    correction.after = {
-        **{name: getattr(locked, name) for name in ("status", "output", "error")},
-        "summary": _task_summary(flow_execution.pk, locked.task_name),
-    }
+    flow_execution.refresh_from_db(fields=["task_outputs_summary"])
+    correction.after = attempt_state(locked, flow_execution.task_outputs_summary)
     correction.stale_tasks = propagation.stale_tasks
     if locked.stale_correction_id == correction.pk:
         correction.stale_tasks = [locked.task_name]  # a person marked this task itself stale

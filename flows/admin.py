@@ -8,7 +8,13 @@ from django.contrib import admin, messages
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.utils.html import format_html, format_html_join
 
-from flowplatform.admin import ReadOnlyModelAdmin, ScopedOrganizationFilter, TenantAdmin, scope
+from flowplatform.admin import (
+    ReadOnlyModelAdmin,
+    ScopedOrganizationFilter,
+    TenantAdmin,
+    admin_actor,
+    scope,
+)
 from flowplatform.exceptions import DomainError, InvalidInput
 from flowplatform.tenancy.models import Organization
 from flows import services
@@ -101,7 +107,7 @@ class FlowAdmin(TenantAdmin):
 
     def save_model(self, request: HttpRequest, obj: Flow, form: Any, change: bool) -> None:
         data = form.cleaned_data
-        actor = str(request.user.pk)
+        actor = admin_actor(request)
         try:
             if change:
                 services.update_flow(

@@ -17,9 +17,18 @@ from flowplatform.history import history_user
 from flowplatform.tenancy.models import TenantOwned
 
 
+class TaskOutputQuerySet(models.QuerySet):
+    def oldest_to_current(self) -> models.QuerySet:
+        """Non-deleted outputs, oldest first: the last one of each task is its current output
+        (its newest non-deleted one). The one place that rule is written."""
+        return self.exclude(status=FlowExecution.Status.DELETED).order_by("created_at", "id")
+
+
 class TaskOutput(TenantOwned):
     # The seed's request enum for TaskOutput.status is the flow execution lifecycle's.
     Status = FlowExecution.Status
+
+    objects = TaskOutputQuerySet.as_manager()
 
     flow_execution = models.ForeignKey(
         FlowExecution,

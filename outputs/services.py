@@ -108,8 +108,7 @@ def recompute_task_outputs_summary(flow_execution_id: uuid.UUID) -> dict[str, An
     FlowExecution.objects.select_for_update(of=("self",)).filter(pk=flow_execution_id).exists()
     rows = (
         TaskOutput.objects.filter(flow_execution_id=flow_execution_id)
-        .exclude(status=TaskOutput.Status.DELETED)
-        .order_by("created_at", "id")
+        .oldest_to_current()
         .values_list("task_name", "summary", "status")
     )
     current: dict[str, tuple[Any, str]] = {}
@@ -144,11 +143,10 @@ def add_to_task_outputs_summary(task_output: TaskOutput) -> dict[str, Any]:
         TaskOutput.objects.filter(
             flow_execution_id=task_output.flow_execution_id, task_name=task_output.task_name
         )
-        .exclude(status=TaskOutput.Status.DELETED)
+        .oldest_to_current()
         .exclude(pk=task_output.pk)
-        .order_by("-created_at", "-id")
         .values_list("status", flat=True)
-        .first()
+        .last()
     )
     counts = Counter(summary["status_counts"])
     if previous is not None:
