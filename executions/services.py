@@ -125,7 +125,22 @@ def reexecute_flow_execution(
     task: str | None = None,
 ) -> FlowExecution:
     """POST /flow-executions/{id}/execute[?only=stale]: every task, only the stale ones, or
-    (`task`) one task and its dependents runs again; earlier attempts are kept."""
+    (`task`) one task and its dependents runs again; earlier attempts are kept. Returns the
+    flow execution as it is once the transaction committed (embedded jobs have run)."""
+    start_reexecution(flow_execution, actor=actor, only_stale=only_stale, task=task)
+    flow_execution.refresh_from_db()
+    return flow_execution
+
+
+def start_reexecution(
+    flow_execution: FlowExecution,
+    *,
+    actor: str,
+    only_stale: bool = False,
+    task: str | None = None,
+) -> list[TaskExecution]:
+    """The re-execution itself: the attempts it created, in dependency order (their jobs run
+    after commit)."""
     if flow_execution.status == FlowExecution.Status.DELETED:
         raise Conflict("the flow execution is deleted")
     if task is not None and task not in spec_for(flow_execution.flow_version).tasks:
@@ -134,9 +149,7 @@ def reexecute_flow_execution(
             f"'{task}' is not a task of version {flow_execution.flow_version.version} of this flow",
             "unknown_task",
         )
-    engine.reexecute(flow_execution, actor=actor, only_stale=only_stale, task=task)
-    flow_execution.refresh_from_db()
-    return flow_execution
+    return engine.reexecute(flow_execution, actor=actor, only_stale=only_stale, task=task)
 
 
 @transaction.atomic

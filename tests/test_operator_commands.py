@@ -267,14 +267,14 @@ def test_reexecute_stale_dry_run_lists_what_would_run_and_writes_nothing(tenant)
 
 def test_reexecute_stale_reports_a_failure_goes_on_and_exits_non_zero(tenant, monkeypatch):
     failing, fine = stale_execution(tenant, 1), stale_execution(tenant, 2)
-    real = services.reexecute_flow_execution
+    real = services.start_reexecution
 
-    def reexecute(flow_execution: FlowExecution, **kwargs: Any) -> FlowExecution:
+    def reexecute(flow_execution: FlowExecution, **kwargs: Any) -> Any:
         if str(flow_execution.pk) == failing:
             raise RuntimeError("disk full")
         return real(flow_execution, **kwargs)
 
-    monkeypatch.setattr(services, "reexecute_flow_execution", reexecute)
+    monkeypatch.setattr(services, "start_reexecution", reexecute)
     out, err = io.StringIO(), io.StringIO()
     with pytest.raises(CommandError, match=r"1 of 2 flow execution\(s\) failed"):
         call_command("reexecute_stale", stdout=out, stderr=err)

@@ -11,7 +11,6 @@ from django.db import transaction
 
 from executions import engine, services
 from executions.models import FlowExecution, TaskExecution
-from flows.definitions import spec_for
 
 
 @dataclass(frozen=True)
@@ -38,32 +37,17 @@ def reexecute(
     dry_run: bool = False,
     only_if_stale: bool = False,
 ) -> Reexecution:
-    """Call `services.reexecute_flow_execution` in a transaction that a dry run rolls back: the
+    """Call `services.start_reexecution` in a transaction that a dry run rolls back: the
     on-commit hooks of a rolled-back transaction are dropped, so no job starts either."""
     with transaction.atomic():
-        # Locked before the snapshot, so the attempts counted as started are exactly this
-        # transaction's (a worker finishing an attempt needs the same lock to start others).
         flow_execution = engine.lock_flow_execution(flow_execution_id)
         if only_if_stale and flow_execution.status != FlowExecution.Status.STALE:
             return Reexecution(flow_execution, [], dry_run, skipped=True)
-        attempts = TaskExecution.objects.filter(flow_execution_id=flow_execution_id)
-        before = set(attempts.values_list("pk", flat=True))
-        flow_execution = services.reexecute_flow_execution(
+        started = services.start_reexecution(
             flow_execution, actor=actor, only_stale=only_stale, task=task
         )
-        order = spec_for(flow_execution.flow_version).dag.topological_order()
-        position = {name: index for index, name in enumerate(order)}
-        started = sorted(
-            (
-                attempt
-                for attempt in attempts.only(
-                    "id", "task_name", "task_execution_idx", "status", "reused_from"
-                )
-                if attempt.pk not in before
-            ),
-            key=lambda attempt: (position[attempt.task_name], attempt.task_execution_idx),
-        )
         if dry_run:
+            flow_execution.refresh_from_db(fields=["status", "updated_at"])  # as it would be
             transaction.set_rollback(True)
     if not dry_run:
         flow_execution.refresh_from_db(fields=["status", "updated_at"])  # jobs ran on commit
