@@ -36,6 +36,7 @@ from django.utils import timezone
 
 from executions.executors import ExecutorResult, TaskFailed, default_summary, get_executor
 from executions.models import FlowExecution, StaleReason, TaskExecution
+from flowplatform import rls
 from flowplatform.canonical import same_json
 from flowplatform.history import record_history
 from flows.definitions import FlowSpec, spec_for
@@ -121,11 +122,16 @@ def resolve_task_input(spec: FlowSpec, task: str, flow_input: Any, outputs: dict
     return resolve(spec.tasks[task].input, context)
 
 
-def enqueue_after_commit(attempt_ids: list[uuid.UUID]) -> None:
+def enqueue_after_commit(organization_id: uuid.UUID, attempt_ids: list[uuid.UUID]) -> None:
+    """Robust hooks: one that fails (say the queue's insert) is logged and the others still
+    run; the committed work is not reported as failed."""
     from executions.jobs import run_task_attempt
 
+    org = str(organization_id)
     for attempt_id in attempt_ids:
-        transaction.on_commit(lambda a=attempt_id: run_task_attempt.enqueue(str(a)))
+        transaction.on_commit(
+            lambda a=attempt_id: run_task_attempt.enqueue(str(a), org), robust=True
+        )
 
 
 def schedule(
@@ -223,7 +229,10 @@ class _Planner:
         TaskExecution.objects.bulk_create(created)
         if reused:
             _republish_reused(self.flow_execution, reused, self.reusable)
-        enqueue_after_commit([a.id for a in created if a.status == Status.QUEUED])
+        enqueue_after_commit(
+            self.flow_execution.organization_id,
+            [a.id for a in created if a.status == Status.QUEUED],
+        )
         return created
 
     def attempt(self, task: str, now: Any) -> TaskExecution:
@@ -608,28 +617,44 @@ def reexecute(
     return started
 
 
-def run_attempt(attempt_id: uuid.UUID) -> None:
-    """A worker's whole handling of one queued attempt (the body of the job)."""
-    claimed = TaskExecution.objects.filter(pk=attempt_id, status=Status.QUEUED).update(
-        status=Status.RUNNING, updated_at=timezone.now()
-    )
-    if not claimed:
-        return  # cancelled, already run by another worker, or gone
-    attempt = (
-        TaskExecution.objects.select_related("flow_execution__flow_version")
-        .defer(*(f"flow_execution__{field}" for field in _VERSION_TEXT))
-        .get(pk=attempt_id)
-    )
-    flow_execution = attempt.flow_execution
-    FlowExecution.objects.filter(pk=flow_execution.pk, status=FlowStatus.QUEUED).update(
-        status=FlowStatus.RUNNING, updated_at=timezone.now()
-    )
+def run_attempt(attempt_id: uuid.UUID, organization_id: uuid.UUID | None = None) -> None:
+    """A worker's whole handling of one queued attempt (the body of the job).
+
+    Claiming it and recording its outcome are two transactions scoped to its organization
+    (row-level security); the executor runs between them, outside any transaction.
+    """
+    if organization_id is None:  # a job enqueued without its organization
+        organization_id = rls.organization_of(TaskExecution, attempt_id, actor="worker")
+        if organization_id is None:
+            return
+    with rls.tenant_scope(organization_id):
+        claimed = TaskExecution.objects.filter(pk=attempt_id, status=Status.QUEUED).update(
+            status=Status.RUNNING, updated_at=timezone.now()
+        )
+        if not claimed:
+            return  # cancelled, already run by another worker, or gone
+        attempt = (
+            TaskExecution.objects.select_related("flow_execution__flow_version")
+            .defer(*(f"flow_execution__{field}" for field in _VERSION_TEXT))
+            .get(pk=attempt_id)
+        )
+        flow_execution = attempt.flow_execution
+        FlowExecution.objects.filter(pk=flow_execution.pk, status=FlowStatus.QUEUED).update(
+            status=FlowStatus.RUNNING, updated_at=timezone.now()
+        )
+        try:
+            with transaction.atomic():  # reads the version's definition (deferred above)
+                spec = spec_for(flow_execution.flow_version)
+        except Exception as exc:  # recorded below, once the claim is committed
+            spec, spec_error = None, exc
     try:
-        spec = spec_for(flow_execution.flow_version)
+        if spec is None:
+            raise spec_error
         task = spec.tasks[attempt.task_name]
         result = get_executor(task.type).run(attempt.input, task.config)
         output = json.loads(json.dumps(result.output))
-        finish(attempt, ExecutorResult(output, result.summary))
+        with rls.tenant_scope(organization_id):
+            finish(attempt, ExecutorResult(output, result.summary))
     except TaskFailed as exc:
         _record_failure(attempt, exc.error_type, str(exc))
     except Exception as exc:
@@ -643,14 +668,16 @@ def _record_failure(attempt: TaskExecution, error_type: str, message: str) -> No
     bare one, so an attempt is never left running with nobody to finish it."""
     error = {"type": error_type, "message": message.replace("\x00", "\\0")[:10_000]}
     try:
-        finish(attempt, error=error)
+        with rls.tenant_scope(attempt.organization_id):
+            finish(attempt, error=error)
     except Exception:
         logger.exception("recording the failure of attempt %s failed", attempt.pk)
-        TaskExecution.objects.filter(pk=attempt.pk, status=Status.RUNNING).update(
-            status=Status.FAILED,
-            error={"type": error_type, "message": "the error could not be recorded"},
-            updated_at=timezone.now(),
-        )
+        with rls.tenant_scope(attempt.organization_id):
+            TaskExecution.objects.filter(pk=attempt.pk, status=Status.RUNNING).update(
+                status=Status.FAILED,
+                error={"type": error_type, "message": "the error could not be recorded"},
+                updated_at=timezone.now(),
+            )
 
 
 @transaction.atomic
@@ -720,7 +747,7 @@ def retry(
         input=failed.input,
         started_by_correction_id=failed.started_by_correction_id,
     )
-    enqueue_after_commit([attempt.id])
+    enqueue_after_commit(flow_execution.organization_id, [attempt.id])
     return attempt
 
 

@@ -1,7 +1,12 @@
 import django_filters
 
 from executions.models import Correction, FlowExecution, TaskExecution
-from flowplatform.api.filters import SoftDeleteFilterSet, StatusFilter, ordering_filter
+from flowplatform.api.filters import (
+    IntegerFilter,
+    SoftDeleteFilterSet,
+    StatusFilter,
+    ordering_filter,
+)
 
 
 class FlowExecutionFilterSet(SoftDeleteFilterSet):
@@ -17,7 +22,7 @@ class FlowExecutionFilterSet(SoftDeleteFilterSet):
 class TaskExecutionFilterSet(SoftDeleteFilterSet):
     flow_execution_id = django_filters.UUIDFilter(help_text="Only attempts in this flow execution.")
     task_name = django_filters.CharFilter(help_text="Exact, case-sensitive task name.")
-    task_execution_idx = django_filters.NumberFilter(help_text="Only attempts with this index.")
+    task_execution_idx = IntegerFilter(help_text="Only attempts with this index.")
     status = StatusFilter(choices=TaskExecution.Status.choices)
     stale_correction_id = django_filters.UUIDFilter(
         help_text="Only attempts this correction made stale (their stale_cause names it)."

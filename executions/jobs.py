@@ -10,5 +10,9 @@ from executions import engine
 
 
 @task()
-def run_task_attempt(task_execution_id: str) -> None:
-    engine.run_attempt(uuid.UUID(task_execution_id))
+def run_task_attempt(task_execution_id: str, organization_id: str | None = None) -> None:
+    """Run one queued attempt, in transactions scoped to its organization (row-level
+    security). Jobs enqueued before the organization was passed find it themselves."""
+    engine.run_attempt(
+        uuid.UUID(task_execution_id), uuid.UUID(organization_id) if organization_id else None
+    )

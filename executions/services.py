@@ -271,7 +271,8 @@ def create_task_execution(
             {"task_name": task_name, "task_execution_idx": task_execution_idx},
         ) from None
     if runs:
-        engine.enqueue_after_commit([task_execution.id])  # a queued attempt is one to run
+        # a queued attempt is one to run
+        engine.enqueue_after_commit(flow_execution.organization_id, [task_execution.id])
     engine.refresh_status(flow_execution, spec)
     return task_execution
 

@@ -15,13 +15,14 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError
 from django.http import HttpResponse
 from django.http.response import HttpResponseBase
 from django.template.response import SimpleTemplateResponse
 from django.utils import timezone
 from rest_framework.request import Request
 
+from flowplatform import rls
 from flowplatform.api.serializers import REASON_HEADER
 from flowplatform.canonical import fingerprint
 from flowplatform.exceptions import Conflict, InvalidInput
@@ -90,9 +91,9 @@ def claim_key(organization: Organization, key: str, request: Request) -> KeyClai
     for _ in range(CLAIM_ATTEMPTS):
         now = timezone.now()
         try:
-            # A savepoint when the caller is in a transaction; else committed at once, so a
-            # concurrent duplicate (blocked on the unique index on PostgreSQL) is released soon.
-            with transaction.atomic():
+            # Its own transaction, committed at once, so a concurrent duplicate (blocked on the
+            # unique index on PostgreSQL) is released soon; a savepoint inside a transaction.
+            with rls.tenant_scope(organization):
                 record = IdempotencyKey.objects.create(
                     organization=organization,
                     key=key,
@@ -116,11 +117,12 @@ def wait_for_completion(
 ) -> IdempotencyKey | None:
     """The key's completed record, once there is one; None when the key is free again."""
     while True:
-        record = IdempotencyKey.objects.filter(organization=organization, key=key).first()
+        with rls.tenant_scope(organization):
+            record = IdempotencyKey.objects.filter(organization=organization, key=key).first()
+            if record is not None and record.expires_at <= timezone.now():
+                IdempotencyKey.objects.filter(pk=record.pk, expires_at=record.expires_at).delete()
+                return None
         if record is None:
-            return None
-        if record.expires_at <= timezone.now():
-            IdempotencyKey.objects.filter(pk=record.pk, expires_at=record.expires_at).delete()
             return None
         if record.fingerprint != request_hash:
             raise invalid_key_error(
@@ -139,17 +141,24 @@ def settle_key(record: IdempotencyKey, response: HttpResponseBase) -> None:
     """Store the claiming request's response for replay; after a server error (the work's
     transaction rolled back) release the key instead, so a retry does the work."""
     if response.status_code >= 500:
-        IdempotencyKey.objects.filter(pk=record.pk).delete()
+        release_key(record)
         return
     if isinstance(response, SimpleTemplateResponse):
         response.render()  # the exact bytes the client gets, so a replay can send them again
-    IdempotencyKey.objects.filter(pk=record.pk).update(
-        state=IdempotencyKey.State.COMPLETED,
-        response_status=response.status_code,
-        response_content_type=response.get("Content-Type", ""),
-        response_body=response.content.decode(),
-        completed_at=timezone.now(),
-    )
+    with rls.tenant_scope(record.organization_id):
+        IdempotencyKey.objects.filter(pk=record.pk).update(
+            state=IdempotencyKey.State.COMPLETED,
+            response_status=response.status_code,
+            response_content_type=response.get("Content-Type", ""),
+            response_body=response.content.decode(),
+            completed_at=timezone.now(),
+        )
+
+
+def release_key(record: IdempotencyKey) -> None:
+    """Free the key: the work did not happen, so a retry with it does the work."""
+    with rls.tenant_scope(record.organization_id):
+        IdempotencyKey.objects.filter(pk=record.pk).delete()
 
 
 def replay_response(record: IdempotencyKey) -> HttpResponse:
@@ -197,11 +206,14 @@ class IdempotentWritesMixin:
             return exc.response
         return super().handle_exception(exc)  # type: ignore[misc]
 
-    def finalize_response(
-        self, request: Request, response: HttpResponseBase, *args: Any, **kwargs: Any
-    ) -> HttpResponseBase:
-        response = super().finalize_response(request, response, *args, **kwargs)  # type: ignore[misc]
+    def settle_idempotency_key(self, response: HttpResponseBase) -> None:
+        """After the handler's transaction ended: keep its response for replays."""
         if self.idempotency_record is not None:
             settle_key(self.idempotency_record, response)
             self.idempotency_record = None
-        return response
+
+    def release_idempotency_key(self) -> None:
+        """The handler's transaction failed to commit: free the key."""
+        if self.idempotency_record is not None:
+            release_key(self.idempotency_record)
+            self.idempotency_record = None

@@ -9,8 +9,11 @@ import uuid
 from collections.abc import Callable
 
 from django.core.exceptions import PermissionDenied
+from django.db import transaction
 from django.http import Http404, HttpRequest, HttpResponse
+from django.urls import reverse
 
+from flowplatform import rls
 from flowplatform.api.errors import error_response, server_error_response
 
 REQUEST_ID_HEADER = "X-Request-ID"
@@ -58,6 +61,64 @@ class JsonErrorMiddleware:
         if isinstance(exception, Http404 | PermissionDenied):
             return None  # Django answers 404 / 403 itself (e.g. admin pages a user may not see)
         return server_error_response(request, exception)
+
+
+class AdminScopeMiddleware:
+    """Each admin request by staff runs in one transaction that row-level security scopes to
+    what the user may see: a superuser's is an audited bypass, a staff member's is their
+    organizations (tenancy.Membership). An error answer rolls it back. Other requests pass."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+        self.prefix: str | None = None
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        if self.prefix is None:
+            self.prefix = reverse("admin:index")
+        user = getattr(request, "user", None)
+        if (
+            not request.path.startswith(self.prefix)
+            or user is None
+            or not (user.is_active and user.is_staff)
+        ):
+            return self.get_response(request)
+        if user.is_superuser:
+            scope = rls.bypass(
+                f"admin superuser {user.get_username()!r} (id {user.pk})",
+                f"{request.method} {request.path}",
+            )
+        else:
+            with rls.lookup():
+                organization_ids = list(user.memberships.values_list("organization_id", flat=True))
+            request._flowplatform_org_ids = organization_ids  # flowplatform.admin uses it
+            scope = rls.tenant_scope(organization_ids)
+        with scope:
+            response = self.get_response(request)
+            if response.status_code >= 400:
+                transaction.set_rollback(True)  # an error answer leaves nothing written
+        return response
+
+
+class ContentLengthRequiredMiddleware:
+    """A request body sent without Content-Length (`Transfer-Encoding: chunked`) is a 411.
+
+    DRF reads no body without a Content-Length, and Django under WSGI cannot: such a body would
+    be silently ignored, so a write would act on an empty body. Nothing of it is read.
+    """
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        if "HTTP_TRANSFER_ENCODING" in request.META and not request.META.get("CONTENT_LENGTH"):
+            return error_response(
+                request,
+                411,
+                "length_required",
+                "Send the request body with a Content-Length header; chunked request bodies "
+                "are not accepted.",
+            )
+        return self.get_response(request)
 
 
 def not_found_view(request: HttpRequest, path: str = "") -> HttpResponse:

@@ -108,6 +108,9 @@ DATABASES = {
 }
 if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
     VAR_DIR.mkdir(parents=True, exist_ok=True)
+# PostgreSQL: the role the application connects as, when `migrate` runs as the tables' owner;
+# migrate grants it data privileges (flowplatform.rls, README "Database roles").
+DATABASE_APP_ROLE = os.environ.get("DATABASE_APP_ROLE", "").strip()
 
 TASKS_BACKEND = env_choice("TASKS_BACKEND", "immediate", ("immediate", "database"))
 TASKS = {
@@ -142,12 +145,14 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "flowplatform.middleware.RequestIdMiddleware",
     "flowplatform.middleware.JsonErrorMiddleware",
+    "flowplatform.middleware.ContentLengthRequiredMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "flowplatform.middleware.AdminScopeMiddleware",
     "simple_history.middleware.HistoryRequestMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
@@ -193,6 +198,11 @@ STORAGES = {
 }
 
 DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("MAX_REQUEST_BODY_BYTES", 1024 * 1024, minimum=1024)
+# Deepest nesting of arrays/objects in a JSON request body (or an http task's answer); deeper is
+# refused before parsing, which recurses once per level.
+MAX_JSON_DEPTH = env_int("MAX_JSON_DEPTH", 64, minimum=2)
+if MAX_JSON_DEPTH > 500:
+    raise ImproperlyConfigured("MAX_JSON_DEPTH must be at most 500 (JSON is parsed recursively)")
 
 API_PAGE_SIZE = env_int("API_PAGE_SIZE", 50, minimum=1)
 API_MAX_PAGE_SIZE = env_int("API_MAX_PAGE_SIZE", 1000, minimum=1)
@@ -226,6 +236,10 @@ FLOWPLATFORM_HTTP_ALLOWED_HOSTS = env_list("FLOWPLATFORM_HTTP_ALLOWED_HOSTS", []
 FLOWPLATFORM_HTTP_MAX_RESPONSE_BYTES = env_int(
     "FLOWPLATFORM_HTTP_MAX_RESPONSE_BYTES", 1024 * 1024, minimum=1
 )
+# The whole exchange of an `http` task (connect, send, answer) unless its config sets `timeout`.
+FLOWPLATFORM_HTTP_TIMEOUT_SECONDS = env_int("FLOWPLATFORM_HTTP_TIMEOUT_SECONDS", 10, minimum=1)
+if FLOWPLATFORM_HTTP_TIMEOUT_SECONDS > 60:
+    raise ImproperlyConfigured("FLOWPLATFORM_HTTP_TIMEOUT_SECONDS must be at most 60")
 
 # An API key's last_used_at is written at most this often, so reads do not become writes.
 FLOWPLATFORM_KEY_USAGE_RESOLUTION_SECONDS = 60
@@ -238,7 +252,7 @@ IDEMPOTENCY_WAIT_SECONDS = env_int("IDEMPOTENCY_WAIT_SECONDS", 10)
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["flowplatform.tenancy.authentication.ApiKeyAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["flowplatform.tenancy.authentication.HasApiKey"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["flowplatform.api.parsers.LimitedJSONParser"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_FILTER_BACKENDS": ["flowplatform.api.filters.StrictFilterBackend"],
     "DEFAULT_PAGINATION_CLASS": "flowplatform.api.pagination.LimitOffsetPagination",
@@ -255,7 +269,17 @@ SPECTACULAR_SETTINGS = {
         "Multi-tenant flow platform. Every endpoint except /healthz, /readyz and the API docs "
         "needs `Authorization: Bearer <api key>`. Errors share one shape: "
         '`{"error": {"code", "message", "details"}, "request_id"}`; 422 validation errors also '
-        'carry `"detail": [{"loc", "msg", "type"}]`.'
+        'carry `"detail": [{"loc", "msg", "type"}]`.\n\n'
+        "**Key scopes.** A key has the scopes `read` (GET, HEAD, OPTIONS) and/or `write` (POST, "
+        "PUT, PATCH, DELETE, including `POST /flow-executions/{id}/execute`); both unless it was "
+        "issued with fewer. A request its key has no scope for is answered **403** with "
+        "`error.code` `insufficient_scope` (and `error.details.required_scope`), and changes "
+        "nothing.\n\n"
+        "**Limits.** A body over MAX_REQUEST_BODY_BYTES (default 1 MiB) is a 413 "
+        "`payload_too_large`; a body sent without Content-Length (chunked) a 411 "
+        "`length_required`; JSON nested deeper than MAX_JSON_DEPTH (default 64) a 422 at "
+        '`["body"]` (`json_too_deep`); `limit` must be 1 to 1000 and `offset` at least 0 (else a '
+        "422 naming the parameter); an id in a path that is not a UUID is a 404."
     ),
     "VERSION": "0.1.0",
     "OAS_VERSION": "3.1.0",
@@ -269,6 +293,7 @@ SPECTACULAR_SETTINGS = {
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
         "flowplatform.api.schema.seed_paths",
+        "flowplatform.api.schema.nullable_any_values",
     ],
     "ENUM_NAME_OVERRIDES": {
         "TaskExecutionStatusEnum": "executions.models.TaskExecution.Status",

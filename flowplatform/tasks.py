@@ -45,6 +45,19 @@ class InlineQueueBackend(ImmediateBackend):
         try:
             while pending:
                 self._execute_task(pending.popleft())
+                self._local.executed = self.executed() + 1
         finally:
             self._local.pending = None
         return task_result
+
+    def executed(self) -> int:
+        """How many jobs this thread has run so far."""
+        return getattr(self._local, "executed", 0)
+
+
+def jobs_run_here() -> int:
+    """Jobs the embedded backend has run in this thread (0 with any other backend)."""
+    from django.tasks import task_backends
+
+    backend = task_backends["default"]
+    return backend.executed() if isinstance(backend, InlineQueueBackend) else 0

@@ -69,7 +69,11 @@ class FlowViewSet(
         services.delete_flow(self.get_object(), actor=request.user.actor)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
-    @extend_schema(summary="List a flow's versions, oldest first", filters=False)
+    @extend_schema(
+        summary="List a flow's versions, oldest first",
+        filters=False,
+        responses=FlowVersionSerializer(many=True),  # paginated like every list
+    )
     @action(
         detail=True, methods=["get"], serializer_class=FlowVersionSerializer, filterset_class=None
     )

@@ -1,6 +1,11 @@
 import django_filters
 
-from flowplatform.api.filters import SoftDeleteFilterSet, StatusFilter, ordering_filter
+from flowplatform.api.filters import (
+    IntegerFilter,
+    SoftDeleteFilterSet,
+    StatusFilter,
+    ordering_filter,
+)
 from outputs.models import TaskOutput
 
 
@@ -8,7 +13,7 @@ class TaskOutputFilterSet(SoftDeleteFilterSet):
     flow_execution_id = django_filters.UUIDFilter(help_text="Only outputs of this flow execution.")
     task_name = django_filters.CharFilter(help_text="Exact, case-sensitive task name.")
     status = StatusFilter(choices=TaskOutput.Status.choices)
-    flow_version = django_filters.NumberFilter(help_text="Only outputs of this flow version.")
+    flow_version = IntegerFilter(minimum=1, help_text="Only outputs of this flow version.")
     ordering = ordering_filter("created_at", "updated_at", "task_name", "status")
 
     class Meta:

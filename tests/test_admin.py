@@ -332,7 +332,12 @@ def test_a_member_corrects_in_their_organization(client, tenant, staff_of):
 def test_an_api_key_issued_in_admin_is_shown_once_and_works(client, tenant, superuser):
     response = client.post(
         "/admin/tenancy/apikey/add/",
-        {"organization": str(tenant.org.id), "name": "from-admin", "kind": "service"},
+        {
+            "organization": str(tenant.org.id),
+            "name": "from-admin",
+            "kind": "service",
+            "scopes": ["read", "write"],
+        },
     )
     assert response.status_code == 200
     assert "no-store" in response["Cache-Control"]

@@ -59,6 +59,10 @@ def test_postgres_url_and_database_tasks_backend():
         ({"DEBUG": "false", "ALLOWED_HOSTS": "api.example.com"}, "SECRET_KEY"),
         ({"DEBUG": "false", "SECRET_KEY": "s" * 50}, "ALLOWED_HOSTS"),
         ({"LOG_LEVEL": "loud"}, "LOG_LEVEL"),
+        ({"MAX_JSON_DEPTH": "100000"}, "MAX_JSON_DEPTH"),
+        ({"MAX_JSON_DEPTH": "deep"}, "MAX_JSON_DEPTH"),
+        ({"FLOWPLATFORM_HTTP_TIMEOUT_SECONDS": "0"}, "FLOWPLATFORM_HTTP_TIMEOUT_SECONDS"),
+        ({"FLOWPLATFORM_HTTP_TIMEOUT_SECONDS": "61"}, "FLOWPLATFORM_HTTP_TIMEOUT_SECONDS"),
     ],
 )
 def test_invalid_value_fails_start_up_naming_the_variable(env, variable):

@@ -13,11 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from django.db import connection
 
 from executions.models import FlowExecution, TaskExecution
 from executions.services import start_flow_execution
 from flows.services import create_flow
+from tests.conftest import app_database_url
 
 pytestmark = [pytest.mark.postgresql, pytest.mark.django_db(transaction=True)]
 
@@ -25,16 +25,10 @@ ROOT = Path(__file__).resolve().parent.parent
 LEAVES = 200
 
 
-def database_url() -> str:
-    db = connection.settings_dict
-    password = f":{db['PASSWORD']}" if db.get("PASSWORD") else ""
-    return f"postgres://{db['USER']}{password}@{db['HOST']}:{db['PORT'] or 5432}/{db['NAME']}"
-
-
 def start_worker(worker_id: str, log_dir: Path) -> subprocess.Popen:
     env = {
         **os.environ,
-        "DATABASE_URL": database_url(),
+        "DATABASE_URL": app_database_url(),  # row-level security binds the workers
         "TASKS_BACKEND": "database",
         "FLOWPLATFORM_PYTHON_CALLABLES": "examples,tests.worker_tasks",
         "LOG_LEVEL": "warning",

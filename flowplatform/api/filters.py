@@ -7,6 +7,7 @@ from django import forms
 from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
 from django_filters.rest_framework import DjangoFilterBackend
+from drf_spectacular.utils import extend_schema_field
 
 from flowplatform.api.errors import RequestValidationError
 from flowplatform.api.serializers import QUERY_BOOLEANS
@@ -64,6 +65,23 @@ class StrictBooleanFormField(forms.Field):
 
 class StrictBooleanFilter(django_filters.BooleanFilter):
     field_class = StrictBooleanFormField
+
+
+MAX_INTEGER = 2**31 - 1  # the largest value an integer column holds
+
+
+class IntegerFilter(django_filters.NumberFilter):
+    """A whole number within the column's range (`?task_execution_idx=-1` or `=1.5` is a 422).
+
+    django-filter's NumberFilter takes any decimal, which can never match an integer column.
+    """
+
+    field_class = forms.IntegerField
+
+    def __init__(self, *args, minimum: int = 0, **kwargs) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(*args, min_value=minimum, max_value=MAX_INTEGER, **kwargs)
+        schema = {"type": "integer", "minimum": minimum, "maximum": MAX_INTEGER}
+        extend_schema_field({**schema, "description": self.extra.get("help_text", "")})(self)
 
 
 def include_deleted_filter(what: str) -> StrictBooleanFilter:
@@ -125,9 +143,11 @@ class StableOrderingFilter(django_filters.OrderingFilter):
     """`?ordering=a,-b` over the allowed fields; ties are broken by id, so pages are stable."""
 
     def filter(self, qs: QuerySet, value: list[str] | None) -> QuerySet:
-        if not value:
+        # Empty entries (`?ordering=,created_at`, `?ordering=,`) are skipped, as in `status`.
+        params = [param for param in value or [] if param]
+        if not params:
             return qs
-        return qs.order_by(*[self.get_ordering_value(param) for param in value], "id")
+        return qs.order_by(*[self.get_ordering_value(param) for param in params], "id")
 
 
 def ordering_filter(*fields: str) -> StableOrderingFilter:

@@ -60,6 +60,8 @@ ERRORS = {
         "the current record is in `error.details.current`), the change violates uniqueness, or "
         f"a request with the same `{IDEMPOTENCY_HEADER}` is still being processed"
     ),
+    "413": _error("Payload Too Large - the request body is over the size limit"),
+    "415": _error("Unsupported Media Type - the body is not sent as `application/json`"),
     "422": OpenApiResponse(ValidationErrorResponseSerializer, description="Validation Error"),
     "500": _error("Internal Server Error - An unexpected error occurred"),
     "503": _error("Service Unavailable - the database cannot be reached"),
@@ -85,6 +87,31 @@ IDEMPOTENCY_KEY_PARAMETER = OpenApiParameter(
 )
 
 
+def _header(description: str, required: bool = True, **schema: object) -> dict:
+    return {
+        "schema": {"type": "string", **schema},
+        "required": required,
+        "description": description,
+    }
+
+
+# Headers the middleware and the error handler put on answers (checked by the fuzz test).
+REQUEST_ID_RESPONSE_HEADER = _header(
+    "The request's id: the client's X-Request-ID when it is a plain token, else a new one "
+    "(also `request_id` in error bodies and in the server's logs)."
+)
+STATUS_RESPONSE_HEADERS = {
+    "401": {"WWW-Authenticate": _header('How to authenticate: `Bearer realm="api"`.')},
+    "503": {"Retry-After": _header("Seconds to wait before retrying.", pattern="^[0-9]+$")},
+}
+REPLAYED_RESPONSE_HEADER = _header(
+    f"`true` when this is the stored answer to an earlier request with the same "
+    f"`{IDEMPOTENCY_HEADER}`.",
+    required=False,
+    enum=["true"],
+)
+
+
 class AutoSchema(openapi.AutoSchema):
     def get_override_parameters(self) -> list:
         parameters = super().get_override_parameters()
@@ -100,12 +127,27 @@ class AutoSchema(openapi.AutoSchema):
             codes.append("404")
         if method in {"GET"} and self._is_list_view():
             codes.append("422")  # bad filter, ordering or pagination parameter
+        if self.get_override_parameters():
+            codes.append("422")  # a bad header or query parameter (e.g. X-Correction-Reason)
         if method in {"POST", "PUT", "PATCH"}:
             codes += ["400", "404", "409", "422"]
+            if self.get_request_serializer() is not None:
+                codes += ["413", "415"]
         for code in sorted(set(codes)):
             if code not in responses:
                 responses[code] = self._get_response_for_code(ERRORS[code], code)
+        for code, response in responses.items():
+            response["headers"] = {**response.get("headers", {}), **self._headers_for(code)}
         return dict(sorted(responses.items()))
+
+    def _headers_for(self, code: str) -> dict:
+        headers = {
+            "X-Request-ID": REQUEST_ID_RESPONSE_HEADER,
+            **STATUS_RESPONSE_HEADERS.get(code, {}),
+        }
+        if self.method.upper() in IDEMPOTENT_METHODS:
+            headers[REPLAYED_HEADER] = REPLAYED_RESPONSE_HEADER
+        return headers
 
 
 class BearerKeyScheme(OpenApiAuthenticationExtension):
@@ -132,3 +174,27 @@ def seed_paths(result: dict, generator: object, request: object, public: bool) -
         paths[path.rstrip("/") or "/"] = operations
     result["paths"] = paths
     return result
+
+
+ANY_OR_NULL = {"oneOf": [{}, {"type": "null"}]}
+
+
+def nullable_any_values(result: dict, generator: object, request: object, public: bool) -> dict:
+    """Postprocessing hook: a nullable JSON field (`input`, `output`, `tags`, …) is any value.
+
+    For OpenAPI 3.1 drf-spectacular writes it as `oneOf: [{}, {"type": "null"}]`, which no value
+    satisfies when it is null (null matches both branches, and oneOf wants exactly one), so the
+    schema would forbid the nulls the API sends and accepts. `{}` already allows null.
+    """
+
+    def simplify(node: object) -> object:
+        if isinstance(node, dict):
+            node = {key: simplify(value) for key, value in node.items()}
+            if node.get("oneOf") == ANY_OR_NULL["oneOf"]:
+                node = {key: value for key, value in node.items() if key != "oneOf"}
+            return node
+        if isinstance(node, list):
+            return [simplify(item) for item in node]
+        return node
+
+    return simplify(result)  # type: ignore[return-value]

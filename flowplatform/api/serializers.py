@@ -62,11 +62,21 @@ class JSONObjectField(serializers.JSONField):
         return value
 
 
+MAX_TAGS = 100
+MAX_TAG_LENGTH = 200
+
+
 class TagsField(serializers.JSONField):
-    """Tags: null, a list of strings, or an object whose values are strings, numbers or booleans."""
+    """Tags: null, a list of strings, or an object whose values are strings, numbers or booleans.
+
+    Labels, not data: at most MAX_TAGS entries, and every string in them (a tag, a key, a value)
+    at most MAX_TAG_LENGTH characters.
+    """
 
     default_error_messages = {
-        "invalid_tags": "Must be null, a list of strings, or an object of scalar values."
+        "invalid_tags": "Must be null, a list of strings, or an object of scalar values.",
+        "too_many_tags": f"At most {MAX_TAGS} tags.",
+        "tag_too_long": f"Each tag, key and value must be at most {MAX_TAG_LENGTH} characters.",
     }
 
     def to_internal_value(self, data: Any) -> Any:
@@ -75,11 +85,16 @@ class TagsField(serializers.JSONField):
         if value is None:
             return None
         if isinstance(value, list) and all(isinstance(item, str) for item in value):
-            return value
-        if isinstance(value, dict) and all(isinstance(item, scalar) for item in value.values()):
-            return value
-        self.fail("invalid_tags")
-        return None  # pragma: no cover - fail() raises
+            strings = value
+        elif isinstance(value, dict) and all(isinstance(item, scalar) for item in value.values()):
+            strings = [*value, *(item for item in value.values() if isinstance(item, str))]
+        else:
+            self.fail("invalid_tags")
+        if len(value) > MAX_TAGS:
+            self.fail("too_many_tags")
+        if any(len(item) > MAX_TAG_LENGTH for item in strings):
+            self.fail("tag_too_long")
+        return value
 
 
 class QueryBooleanField(serializers.BooleanField):
@@ -136,7 +151,7 @@ REASON_HELP = (
 
 REASON_HEADER_PARAMETER = OpenApiParameter(
     REASON_HEADER,
-    str,
+    {"type": "string", "maxLength": REASON_MAX_LENGTH},
     OpenApiParameter.HEADER,
     required=False,
     description="Why this correction is made (at most 1,000 characters; UTF-8 allowed); the "

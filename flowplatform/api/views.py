@@ -2,20 +2,28 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
+from contextlib import ExitStack, nullcontext
 from typing import Any
 
+from django.db import transaction
 from django.db.models import Model, QuerySet
 from rest_framework import viewsets
+from rest_framework.permissions import SAFE_METHODS
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.routers import SimpleRouter
 from rest_framework.serializers import Serializer
 
+from flowplatform import rls
 from flowplatform.api.serializers import correction_reason
 from flowplatform.exceptions import FLOW_EXECUTION_NOT_FOUND, NotFound
 from flowplatform.idempotency import IdempotentWritesMixin
+from flowplatform.tasks import jobs_run_here
 from flowplatform.tenancy.services import resolve_actor
+
+logger = logging.getLogger(__name__)
 
 
 class TenantViewSet(IdempotentWritesMixin, viewsets.GenericViewSet):
@@ -28,6 +36,59 @@ class TenantViewSet(IdempotentWritesMixin, viewsets.GenericViewSet):
 
     not_found_message = "Not found."
     lookup_value_regex = "[^/]+"
+    _scoped = False
+    _committed = False
+
+    def dispatch(self, request: Any, *args: Any, **kwargs: Any) -> Any:
+        """Runs the handler in one transaction scoped to the caller's organization (row-level
+        security, flowplatform.rls), rolled back if the answer is an error; the
+        Idempotency-Key's response is stored after it commits."""
+        self._scope = ExitStack()
+        jobs_before = jobs_run_here()
+        try:
+            with self._scope:
+                response = super().dispatch(request, *args, **kwargs)
+        except BaseException:
+            if not self._committed:  # the work did not happen: a retry with the key may do it
+                self.release_idempotency_key()
+            raise
+        if jobs_run_here() != jobs_before:
+            try:
+                self.refresh_response(response)
+            except Exception:  # the answer as of the commit is still true; keep it
+                logger.exception("re-reading the answer after the request's jobs failed")
+        self.settle_idempotency_key(response)
+        return response
+
+    def refresh_response(self, response: Any) -> None:
+        """The embedded backend ran jobs when the handler's transaction committed (e.g. a
+        started flow ran to its end): answer the object as it is now, not as it was before.
+        Fields the object's serializer does not have (a correction's report) stay as they
+        are."""
+        data = getattr(response, "data", None)
+        if response.status_code >= 300 or not isinstance(data, dict) or "id" not in data:
+            return
+        with rls.tenant_scope(self.organization):
+            record = self.get_queryset().filter(pk=data["id"]).first()
+            if record is None:
+                return
+            fresh = self.get_serializer(record).data
+        response.data = {**data, **{name: fresh[name] for name in data if name in fresh}}
+
+    def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
+        super().initial(request, *args, **kwargs)  # authenticates, claims an Idempotency-Key
+        # SQLite has no row-level security: a read needs no transaction (nor its write lock).
+        scope = rls.tenant_scope(self.organization, read_only=request.method in SAFE_METHODS)
+        self._scope.enter_context(scope)
+        self._scoped = not isinstance(scope, nullcontext)  # a transaction of our own
+        if self._scoped:  # the first hook after the commit: whatever fails later, it happened
+            transaction.on_commit(lambda: setattr(self, "_committed", True))
+
+    def handle_exception(self, exc: Exception) -> Any:
+        response = super().handle_exception(exc)
+        if self._scoped:
+            transaction.set_rollback(True)  # an error answer leaves nothing written
+        return response
 
     @property
     def organization(self) -> Any:

@@ -45,9 +45,16 @@ class OrganizationAdmin(TenantAdmin):
 
 
 class ApiKeyCreateForm(forms.ModelForm):
+    scopes = forms.MultipleChoiceField(
+        choices=ApiKey.Scope.choices,
+        initial=ApiKey.Scope.values,
+        widget=forms.CheckboxSelectMultiple,
+        help_text="A read-only key is refused (403) every POST, PUT, PATCH and DELETE.",
+    )
+
     class Meta:
         model = ApiKey
-        fields = ["organization", "name", "kind", "user_id", "expires_at"]
+        fields = ["organization", "name", "kind", "user_id", "scopes", "expires_at"]
 
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean()
@@ -65,6 +72,7 @@ class ApiKeyAdmin(TenantAdmin):
         "organization",
         "name",
         "kind",
+        "scopes",
         "created_at",
         "last_used_at",
         "expires_at",
@@ -107,6 +115,7 @@ class ApiKeyAdmin(TenantAdmin):
                 kind=data["kind"],
                 user_id=data.get("user_id"),
                 expires_at=data.get("expires_at"),
+                scopes=data["scopes"],
             )
         except InvalidInput as exc:
             request._issue_error = exc.message

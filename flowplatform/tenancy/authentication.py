@@ -1,17 +1,34 @@
-"""DRF authentication by `Authorization: Bearer <api key>` and the permission that requires it."""
+"""DRF authentication by `Authorization: Bearer <api key>`, and the permission that requires a key
+with the scope of the request (`read` for GET/HEAD/OPTIONS, `write` for the rest)."""
 
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass
+from typing import Any
 
 from rest_framework import authentication, exceptions, permissions
 from rest_framework.request import Request
 
+from flowplatform.exceptions import DomainError
 from flowplatform.tenancy.models import ApiKey
-from flowplatform.tenancy.services import authenticate_key
+from flowplatform.tenancy.services import KEY_PREFIX, authenticate_key
 
 logger = logging.getLogger("flowplatform.auth")
+
+
+class InsufficientScope(DomainError, exceptions.PermissionDenied):
+    """The key lacks the scope the request needs (a read-only key sending a write): a 403
+    `insufficient_scope`. Also a DRF PermissionDenied, so an OPTIONS answer just leaves out the
+    methods the key may not use."""
+
+    status_code = 403
+    code = "insufficient_scope"
+
+    def __init__(self, message: str, details: dict[str, Any]) -> None:
+        DomainError.__init__(self, message, details)
+        self.detail = exceptions.ErrorDetail(message, code=self.code)
 
 
 @dataclass(frozen=True)
@@ -28,6 +45,17 @@ class ApiClient:
         return self.api_key.default_actor
 
 
+# A platform key is fp_<prefix>_<secret>; the prefix (8 hex digits) is not secret.
+_PUBLIC_PREFIX = re.compile(rf"^{re.escape(KEY_PREFIX)}([0-9a-f]{{8}})_")
+
+
+def describe_presented_key(raw_key: str) -> str:
+    """What a log line may say about a presented key: its public prefix, never any other part
+    (a mistyped or foreign secret, say a token of another service, is still a secret)."""
+    match = _PUBLIC_PREFIX.match(raw_key.strip())
+    return f"key {KEY_PREFIX}{match.group(1)}_…" if match else "a value that is not a platform key"
+
+
 class ApiKeyAuthentication(authentication.BaseAuthentication):
     keyword = "bearer"
 
@@ -40,8 +68,7 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
             raise exceptions.AuthenticationFailed("Use 'Authorization: Bearer <api key>'.")
         api_key = authenticate_key(raw_key.strip())
         if api_key is None:
-            # Never log the presented key; its first characters say which prefix was tried.
-            logger.warning("authentication failed for key starting %r", raw_key.strip()[:11])
+            logger.warning("authentication failed for %s", describe_presented_key(raw_key))
             raise exceptions.AuthenticationFailed("Invalid, revoked or expired API key.")
         return ApiClient(api_key), api_key
 
@@ -50,9 +77,22 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
 
 
 class HasApiKey(permissions.BasePermission):
+    """An API key is required, and it must have the scope of the request's method."""
+
     def has_permission(self, request: Request, view: object) -> bool:
         if not isinstance(request.auth, ApiKey):
             raise exceptions.NotAuthenticated(
                 "An API key is required: 'Authorization: Bearer <key>'."
             )
+        scope = required_scope(request.method)
+        if not request.auth.has_scope(scope):
+            raise InsufficientScope(
+                f"This API key does not have the '{scope}' scope that {request.method} needs.",
+                {"required_scope": scope, "key_scopes": list(request.auth.scopes)},
+            )
         return True
+
+
+def required_scope(method: str | None) -> str:
+    """`read` for GET, HEAD and OPTIONS; `write` for everything else."""
+    return ApiKey.Scope.READ if method in permissions.SAFE_METHODS else ApiKey.Scope.WRITE

@@ -38,16 +38,28 @@ class TenantOwned(models.Model):
         abstract = True
 
 
+def all_scopes() -> list[str]:
+    """A key's scopes unless it is issued with fewer: it may read and write."""
+    return list(ApiKey.Scope.values)
+
+
 class ApiKey(models.Model):
     """An organization's API key. Only a SHA-256 digest of the key is stored.
 
     Keys are 256-bit random secrets, so a fast digest is as strong as a slow KDF here and keeps
     authentication to one indexed lookup by the non-secret `prefix`.
+
+    `scopes` is a set: `read` allows GET, HEAD and OPTIONS; `write` allows POST, PUT, PATCH and
+    DELETE. A key needs the scope of every request it makes (a write-only key cannot list).
     """
 
     class Kind(models.TextChoices):
         SERVICE = "service", "Service (an integration)"
         USER = "user", "User (acts as one person)"
+
+    class Scope(models.TextChoices):
+        READ = "read", "Read (GET, HEAD, OPTIONS)"
+        WRITE = "write", "Write (POST, PUT, PATCH, DELETE)"
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     organization = models.ForeignKey(
@@ -59,6 +71,11 @@ class ApiKey(models.Model):
     kind = models.CharField(max_length=16, choices=Kind.choices, default=Kind.SERVICE)
     user_id = models.UUIDField(
         null=True, blank=True, help_text="For user keys: the user every change is attributed to."
+    )
+    scopes = models.JSONField(
+        default=all_scopes,
+        help_text="What the key may do: a list of 'read' (GET, HEAD, OPTIONS) and/or 'write' "
+        "(POST, PUT, PATCH, DELETE).",
     )
     created_at = models.DateTimeField(auto_now_add=True)
     last_used_at = models.DateTimeField(null=True, blank=True)
@@ -80,6 +97,9 @@ class ApiKey(models.Model):
     def is_active(self, now: timezone.datetime | None = None) -> bool:
         now = now or timezone.now()
         return self.revoked_at is None and (self.expires_at is None or self.expires_at > now)
+
+    def has_scope(self, scope: str) -> bool:
+        return scope in self.scopes
 
     @property
     def default_actor(self) -> str:

@@ -7,6 +7,7 @@ import hmac
 import re
 import secrets
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -15,6 +16,7 @@ from django.db import transaction
 from django.utils import timezone
 from django.utils.text import slugify
 
+from flowplatform import rls
 from flowplatform.exceptions import Conflict, InvalidInput, NotFound
 from flowplatform.tenancy.models import ApiKey, Organization
 
@@ -55,11 +57,14 @@ def create_api_key(
     kind: str = ApiKey.Kind.SERVICE,
     user_id: uuid.UUID | None = None,
     expires_at: timezone.datetime | None = None,
+    scopes: Iterable[str] | None = None,
 ) -> IssuedKey:
+    """Issue a key; `scopes` (default: all) is any non-empty set of 'read' and 'write'."""
     if kind not in ApiKey.Kind.values:
         raise InvalidInput.field("kind", f"must be one of {', '.join(ApiKey.Kind.values)}")
     if kind == ApiKey.Kind.USER and user_id is None:
         raise InvalidInput.field("user_id", "a user key needs the user's UUID")
+    scopes = valid_scopes(ApiKey.Scope.values if scopes is None else scopes)
     prefix = secrets.token_hex(4)
     raw_key = f"{KEY_PREFIX}{prefix}_{secrets.token_urlsafe(32)}"
     api_key = ApiKey.objects.create(
@@ -70,8 +75,22 @@ def create_api_key(
         kind=kind,
         user_id=user_id if kind == ApiKey.Kind.USER else None,
         expires_at=expires_at,
+        scopes=scopes,
     )
     return IssuedKey(api_key=api_key, secret=raw_key)
+
+
+def valid_scopes(scopes: Iterable[str]) -> list[str]:
+    """`scopes` as stored: known, without repeats, in a fixed order; at least one."""
+    requested = set(scopes) if not isinstance(scopes, str) else {scopes}
+    unknown = sorted(map(str, requested - set(ApiKey.Scope.values)))
+    if unknown or not requested:
+        raise InvalidInput.field(
+            "scopes",
+            f"must be one or more of {', '.join(ApiKey.Scope.values)}"
+            + (f" (unknown: {', '.join(unknown)})" if unknown else ""),
+        )
+    return [scope for scope in ApiKey.Scope.values if scope in requested]
 
 
 def revoke_api_key(api_key: ApiKey) -> ApiKey:
@@ -88,16 +107,17 @@ def authenticate_key(raw_key: str) -> ApiKey | None:
     prefix, _, secret = raw_key[len(KEY_PREFIX) :].partition("_")
     if not prefix or not secret:
         return None
-    api_key = ApiKey.objects.select_related("organization").filter(prefix=prefix).first()
-    if api_key is None or not hmac.compare_digest(api_key.key_hash, hash_key(raw_key)):
-        return None
-    now = timezone.now()
-    if not api_key.is_active(now):
-        return None
-    resolution = timedelta(seconds=settings.FLOWPLATFORM_KEY_USAGE_RESOLUTION_SECONDS)
-    if api_key.last_used_at is None or now - api_key.last_used_at >= resolution:
-        ApiKey.objects.filter(pk=api_key.pk).update(last_used_at=now)
-        api_key.last_used_at = now
+    with rls.lookup():  # no organization is known until the key is found
+        api_key = ApiKey.objects.select_related("organization").filter(prefix=prefix).first()
+        if api_key is None or not hmac.compare_digest(api_key.key_hash, hash_key(raw_key)):
+            return None
+        now = timezone.now()
+        if not api_key.is_active(now):
+            return None
+        resolution = timedelta(seconds=settings.FLOWPLATFORM_KEY_USAGE_RESOLUTION_SECONDS)
+        if api_key.last_used_at is None or now - api_key.last_used_at >= resolution:
+            ApiKey.objects.filter(pk=api_key.pk).update(last_used_at=now)
+            api_key.last_used_at = now
     return api_key
 
 

@@ -11,6 +11,7 @@ from django.db import transaction
 
 from executions import engine, services
 from executions.models import FlowExecution, TaskExecution
+from flowplatform import rls
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,7 @@ def actor(text: str) -> str:
 
 def reexecute(
     flow_execution_id: uuid.UUID,
+    organization_id: uuid.UUID,
     *,
     actor: str,
     only_stale: bool = False,
@@ -38,8 +40,9 @@ def reexecute(
     only_if_stale: bool = False,
 ) -> Reexecution:
     """Call `services.start_reexecution` in a transaction that a dry run rolls back: the
-    on-commit hooks of a rolled-back transaction are dropped, so no job starts either."""
-    with transaction.atomic():
+    on-commit hooks of a rolled-back transaction are dropped, so no job starts either. The
+    transaction is scoped to the flow execution's organization (row-level security)."""
+    with rls.tenant_scope(organization_id):
         flow_execution = engine.lock_flow_execution(flow_execution_id)
         if only_if_stale and flow_execution.status != FlowExecution.Status.STALE:
             return Reexecution(flow_execution, [], dry_run, skipped=True)
@@ -50,7 +53,8 @@ def reexecute(
             flow_execution.refresh_from_db(fields=["status", "updated_at"])  # as it would be
             transaction.set_rollback(True)
     if not dry_run:
-        flow_execution.refresh_from_db(fields=["status", "updated_at"])  # jobs ran on commit
+        with rls.tenant_scope(organization_id):  # jobs ran on commit
+            flow_execution.refresh_from_db(fields=["status", "updated_at"])
     return Reexecution(flow_execution, started, dry_run)
 
 

@@ -6,6 +6,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from executions import services
 from executions.models import Correction, TaskExecution
+from flowplatform import rls
 from flowplatform.api.serializers import REASON_MAX_LENGTH
 from flowplatform.exceptions import DomainError, InvalidInput
 
@@ -53,9 +54,29 @@ class Command(BaseCommand):
             raise CommandError(
                 f"not a task execution id: {options['task_execution_id']!r}"
             ) from None
-        task_execution = TaskExecution.objects.select_related("organization").filter(pk=pk).first()
-        if task_execution is None:
+        organization_id = rls.organization_of(TaskExecution, pk, actor="manage.py correct_task")
+        if organization_id is None:
             raise CommandError(f"no such task execution: {pk}")
+        with rls.tenant_scope(organization_id):
+            result = self.correct(pk, options)
+        self.stdout.write(
+            json.dumps(
+                {
+                    "task_execution_id": str(result.task_execution.pk),
+                    "status": result.task_execution.status,
+                    "stale_tasks": result.stale_tasks,
+                    "started_tasks": [attempt.task_name for attempt in result.started],
+                    "dry_run": result.dry_run,
+                    "preview_token": result.preview_token if result.dry_run else None,
+                    "correction_id": str(result.correction.pk) if result.correction else None,
+                },
+                indent=2,
+            )
+        )
+
+    def correct(self, pk: uuid.UUID, options: dict[str, Any]) -> Any:
+        """The correction, in the task execution's organization's scope."""
+        task_execution = TaskExecution.objects.select_related("organization").get(pk=pk)
         changes = {name: options[name] for name in ("output", "error") if options[name] is not None}
         status = options["status"] or ("completed" if "output" in changes else None)
         if status is not None:
@@ -68,7 +89,7 @@ class Command(BaseCommand):
             services.preview_correction if options["dry_run"] else services.correct_task_execution
         )
         try:
-            result = correct(
+            return correct(
                 task_execution,
                 changes=changes,
                 identity={},
@@ -85,17 +106,3 @@ class Command(BaseCommand):
             ) from None
         except DomainError as exc:
             raise CommandError(exc.message) from None
-        self.stdout.write(
-            json.dumps(
-                {
-                    "task_execution_id": str(result.task_execution.pk),
-                    "status": result.task_execution.status,
-                    "stale_tasks": result.stale_tasks,
-                    "started_tasks": [attempt.task_name for attempt in result.started],
-                    "dry_run": result.dry_run,
-                    "preview_token": result.preview_token if result.dry_run else None,
-                    "correction_id": str(result.correction.pk) if result.correction else None,
-                },
-                indent=2,
-            )
-        )

@@ -5,6 +5,7 @@ from django.core.management.base import BaseCommand, CommandParser
 
 from executions.models import TaskExecution
 from executions.services import start_flow_execution
+from flowplatform import rls
 from flowplatform.tenancy.models import Organization
 from flowplatform.tenancy.services import create_api_key, create_organization
 from flows.models import Flow
@@ -30,17 +31,21 @@ class Command(BaseCommand):
 
     def handle(self, *args: object, org: str, base_url: str, **options: object) -> None:
         organization = Organization.objects.filter(slug=org).first() or create_organization(org)
-        flows = {
-            path.stem: self.load(organization, path) for path in sorted(EXAMPLES.glob("*.yaml"))
-        }
-        execution = start_flow_execution(
-            organization,
-            flow_id=flows["document-review"].id,
-            input={"document": DOCUMENT},
-            actor="system",
-        )
-        review = TaskExecution.objects.get(flow_execution=execution, task_name="review")
-        key = create_api_key(organization, name="demo").secret
+        with rls.tenant_scope(organization):
+            flows = {
+                path.stem: self.load(organization, path) for path in sorted(EXAMPLES.glob("*.yaml"))
+            }
+            execution = start_flow_execution(
+                organization,
+                flow_id=flows["document-review"].id,
+                input={"document": DOCUMENT},
+                actor="system",
+            )
+        # Its jobs ran when that transaction committed.
+        with rls.tenant_scope(organization):
+            review = TaskExecution.objects.get(flow_execution=execution, task_name="review")
+            execution.refresh_from_db(fields=["status"])
+            key = create_api_key(organization, name="demo").secret
         auth = f'-H "Authorization: Bearer {key}"'
         self.stdout.write(
             f"""

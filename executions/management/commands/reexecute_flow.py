@@ -5,6 +5,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from executions.management.commands._reexecution import actor, describe, reexecute
 from executions.models import FlowExecution
+from flowplatform import rls
 from flowplatform.exceptions import DomainError, InvalidInput
 
 
@@ -46,11 +47,13 @@ class Command(BaseCommand):
             raise CommandError(
                 f"not a flow execution id: {options['flow_execution_id']!r}"
             ) from None
-        if not FlowExecution.objects.filter(pk=pk).exists():
+        organization_id = rls.organization_of(FlowExecution, pk, actor="manage.py reexecute_flow")
+        if organization_id is None:
             raise CommandError(f"no such flow execution: {pk}")
         try:
             result = reexecute(
                 pk,
+                organization_id,
                 actor=options["actor"],
                 only_stale=options["stale_only"],
                 task=options["task"],

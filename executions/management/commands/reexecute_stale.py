@@ -14,6 +14,7 @@ from executions.management.commands._reexecution import (
     reexecute,
 )
 from executions.models import FlowExecution
+from flowplatform import rls
 from flowplatform.exceptions import DomainError, InvalidInput, NotFound
 from flowplatform.tenancy.services import get_organization
 from flows.models import Flow
@@ -73,6 +74,16 @@ class Command(BaseCommand):
         parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     def handle(self, *args: object, **options: Any) -> None:
+        # Choosing the flow executions may span organizations: maintenance, audited. Each
+        # re-execution then runs in its own organization's scope.
+        with rls.bypass("manage.py reexecute_stale", "selecting stale flow executions"):
+            selected = self.select(options)
+        if not selected:
+            self.stdout.write("No stale flow executions match.")
+            return
+        self.reexecute_all(selected, options)
+
+    def select(self, options: dict[str, Any]) -> list[FlowExecution]:
         executions = FlowExecution.objects.filter(status=FlowExecution.Status.STALE)
         flows = Flow.objects.all()
         if options["org"] is not None:
@@ -89,15 +100,13 @@ class Command(BaseCommand):
             executions = executions.filter(flow__name=options["flow"])
         if options["older_than"] is not None:
             executions = executions.filter(updated_at__lt=timezone.now() - options["older_than"])
-        selected = list(
+        return list(
             executions.select_related("organization", "flow")
             .only("id", "organization__slug", "flow__name")
             .order_by("updated_at", "id")
         )
-        if not selected:
-            self.stdout.write("No stale flow executions match.")
-            return
 
+    def reexecute_all(self, selected: list[FlowExecution], options: dict[str, Any]) -> None:
         dry_run = options["dry_run"]
         done = skipped = failed = 0
         # The bar goes to the real stderr stream: Django's wrapper would end every redraw
@@ -117,6 +126,7 @@ class Command(BaseCommand):
                 try:
                     result = reexecute(
                         flow_execution.pk,
+                        flow_execution.organization_id,
                         actor=options["actor"],
                         only_stale=True,
                         dry_run=dry_run,

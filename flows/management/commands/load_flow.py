@@ -3,7 +3,9 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from flowplatform import rls
 from flowplatform.exceptions import DomainError, InvalidInput, NotFound
+from flowplatform.tenancy.models import Organization
 from flowplatform.tenancy.services import get_organization
 from flows.definitions import parse_definition
 from flows.models import Flow
@@ -71,6 +73,14 @@ class Command(BaseCommand):
             organization = get_organization(options["org"])
         except NotFound as exc:
             raise CommandError(exc.message) from None
+        with rls.tenant_scope(organization):
+            message = self.load(organization, path, definition, options)
+        self.stdout.write(message)
+
+    def load(
+        self, organization: Organization, path: Path, definition: str, options: dict[str, Any]
+    ) -> str:
+        """Create the flow or add a version; the line to print."""
         name = options["name"] or name_in(definition) or path.stem
         flow = (
             Flow.objects.select_related("current_version")
@@ -80,10 +90,7 @@ class Command(BaseCommand):
         if flow is not None and flow.current_version.definition == definition:
             # update_flow would add no version but still touch the flow; loading an unchanged
             # file (say on every deploy) writes nothing at all.
-            self.stdout.write(
-                f"unchanged: flow '{name}' {flow.pk} version {flow.current_version.version}"
-            )
-            return
+            return f"unchanged: flow '{name}' {flow.pk} version {flow.current_version.version}"
         try:
             if flow is None:
                 flow = create_flow(
@@ -97,6 +104,4 @@ class Command(BaseCommand):
             raise CommandError(f"cannot load {path}:\n{problems(exc)}") from None
         except DomainError as exc:
             raise CommandError(exc.message) from None
-        self.stdout.write(
-            f"{action}: flow '{name}' {flow.pk} version {flow.current_version.version}"
-        )
+        return f"{action}: flow '{name}' {flow.pk} version {flow.current_version.version}"

@@ -3,6 +3,7 @@ import uuid
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
 
+from flowplatform import rls
 from flowplatform.exceptions import DomainError, NotFound
 from flowplatform.tenancy.models import ApiKey
 from flowplatform.tenancy.services import create_api_key, create_organization, get_organization
@@ -24,6 +25,13 @@ class Command(BaseCommand):
             "--kind", choices=ApiKey.Kind.values, default=ApiKey.Kind.SERVICE, help="Key kind."
         )
         parser.add_argument("--user-id", type=uuid.UUID, help="For --kind user: the user's UUID.")
+        parser.add_argument(
+            "--scope",
+            action="append",
+            metavar="read|write",
+            help="What the key may do: read (GET), write (POST, PUT, PATCH, DELETE). Repeat it "
+            "or comma-separate values (--scope read,write); default: both.",
+        )
 
     @transaction.atomic
     def handle(self, *args: object, **options: object) -> None:
@@ -38,16 +46,25 @@ class Command(BaseCommand):
                     ) from None
                 organization = create_organization(slug)
                 self.stdout.write(f"created organization {organization.slug}")
-            issued = create_api_key(
-                organization,
-                name=options["name"],
-                kind=options["kind"],
-                user_id=options["user_id"],
-            )
+            with rls.tenant_scope(organization):
+                issued = create_api_key(
+                    organization,
+                    name=options["name"],
+                    kind=options["kind"],
+                    user_id=options["user_id"],
+                    scopes=scopes_option(options["scope"]),
+                )
         except DomainError as exc:
             raise CommandError(exc.message) from None
         self.stdout.write(
-            f"API key {issued.api_key.prefix} for {organization.slug} "
-            "(store it now; it is not shown again):"
+            f"API key {issued.api_key.prefix} for {organization.slug}, scopes "
+            f"{','.join(issued.api_key.scopes)} (store it now; it is not shown again):"
         )
         self.stdout.write(issued.secret)
+
+
+def scopes_option(values: list[str] | None) -> list[str] | None:
+    """--scope read --scope write, or --scope read,write; None (all scopes) when absent."""
+    if values is None:
+        return None
+    return [part.strip() for value in values for part in value.split(",") if part.strip()]

@@ -1,5 +1,6 @@
 from django.core.management.base import BaseCommand
 
+from flowplatform import rls
 from flowplatform.idempotency import purge_expired_keys
 
 
@@ -10,5 +11,7 @@ class Command(BaseCommand):
     )
 
     def handle(self, *args: object, **options: object) -> None:
-        deleted = purge_expired_keys()
+        # Every organization's keys: maintenance, through the audited bypass.
+        with rls.bypass("manage.py purge_idempotency_keys", "deleting expired keys"):
+            deleted = purge_expired_keys()
         self.stdout.write(f"deleted {deleted} expired idempotency key(s)")

@@ -1,0 +1,185 @@
+"""What the schemathesis fuzz test (tests/test_fuzz.py) found, each kept as a plain test.
+
+Each test replays the input that failed and checks the answer the way the fuzzer did: the status
+code is documented for the operation and the body matches the documented schema.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+import requests
+import schemathesis
+from rest_framework.test import APIClient
+
+from executions.models import TaskExecution
+from tests.conftest import Tenant
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(scope="module")
+def api_schema(django_db_blocker: Any) -> Any:
+    with django_db_blocker.unblock():
+        response = APIClient().get("/api/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json")
+    return schemathesis.openapi.from_dict(json.loads(response.content))
+
+
+def assert_documented(api_schema: Any, response: Any, method: str, template: str) -> None:
+    """The status code is documented for `method template` and the body matches its schema."""
+    operation = api_schema[template][method]
+    assert str(response.status_code) in operation.responses.status_codes, response.content
+    request = requests.Request(method, f"http://testserver{response.request['PATH_INFO']}")
+    operation.validate_response(
+        schemathesis.Response(
+            status_code=response.status_code,
+            headers={name.lower(): [value] for name, value in response.items()},
+            content=response.content,
+            request=request.prepare(),
+            elapsed=0.0,
+            verify=True,
+        )
+    )
+
+
+# GET /flows/{id}/versions answered a paginated list, documented as a single version.
+
+
+def test_flow_versions_answer_the_documented_paginated_list(tenant: Tenant, api_schema) -> None:
+    flow = tenant.flow()
+
+    response = tenant.client.get(f"/flows/{flow.id}/versions?limit=1")
+
+    assert response.status_code == 200
+    assert response.json()["count"] == 1
+    assert_documented(api_schema, response, "GET", "/flows/{id}/versions")
+
+
+def test_flow_versions_document_the_pagination_parameters(tenant: Tenant, api_schema) -> None:
+    flow = tenant.flow()
+
+    response = tenant.client.get(f"/flows/{flow.id}/versions?limit=0")
+
+    assert response.status_code == 422
+    assert_documented(api_schema, response, "GET", "/flows/{id}/versions")
+    parameters = {p.name for p in api_schema["/flows/{id}/versions"]["GET"].iter_parameters()}
+    assert {"limit", "offset"} <= parameters
+
+
+# A null JSON value (a task output's `tags`, an attempt's `output` and `error`) violated the
+# schema: drf-spectacular wrote nullable JSON fields as oneOf [{}, {"type": "null"}], and null
+# matches both branches.
+
+
+def test_null_tags_of_a_task_output_match_the_schema(tenant: Tenant, api_schema) -> None:
+    output = tenant.task_output(tags=None)
+
+    response = tenant.client.get(f"/task-outputs/{output.id}")
+
+    assert response.json()["tags"] is None
+    assert_documented(api_schema, response, "GET", "/task-outputs/{id}")
+
+
+def test_null_output_and_error_of_an_attempt_match_the_schema(tenant: Tenant, api_schema) -> None:
+    attempt = tenant.task_execution(status=TaskExecution.Status.RUNNING, output=None, error=None)
+
+    one = tenant.client.get(f"/task-executions/{attempt.id}")
+    many = tenant.client.get("/task-executions")
+
+    assert (one.json()["output"], one.json()["error"]) == (None, None)
+    assert_documented(api_schema, one, "GET", "/task-executions/{id}")
+    assert_documented(api_schema, many, "GET", "/task-executions")
+
+
+def test_a_correction_answer_with_a_null_error_matches_the_schema(
+    tenant: Tenant, api_schema
+) -> None:
+    attempt = tenant.task_execution(status=TaskExecution.Status.COMPLETED, output={"pages": 1})
+
+    response = tenant.client.patch(
+        f"/task-executions/{attempt.id}",
+        {"status": "completed", "output": {"pages": 2}},
+        format="json",
+    )
+
+    assert response.status_code == 200, response.content
+    assert response.json()["error"] is None
+    assert_documented(api_schema, response, "PATCH", "/task-executions/{id}")
+
+
+def test_the_schema_has_no_unsatisfiable_nullable_any_value(api_schema) -> None:
+    assert '"oneOf": [{}, {"type": "null"}]' not in json.dumps(api_schema.raw_schema)
+
+
+# `?ordering=,,` (empty entries in the comma-separated list) was a 500: the empty name reached
+# order_by(). Empty entries are skipped, as they are in `status`.
+
+LISTS = ["/flows", "/flow-executions", "/task-executions", "/task-outputs", "/corrections"]
+
+
+@pytest.mark.parametrize("path", LISTS)
+@pytest.mark.parametrize("ordering", [",,", ",", ",created_at", "-created_at,,"])
+def test_ordering_with_empty_entries_is_not_a_server_error(
+    tenant: Tenant, api_schema, path: str, ordering: str
+) -> None:
+    response = tenant.client.get(path, {"ordering": ordering, "updated_at_after": ""})
+
+    assert response.status_code == 200, response.content
+    assert_documented(api_schema, response, "GET", path)
+
+
+def test_ordering_skips_empty_entries_but_keeps_the_others(tenant: Tenant) -> None:
+    first = tenant.flow(name="a")
+    second = tenant.flow(name="b")
+
+    response = tenant.client.get("/flows", {"ordering": ",-name,"})
+
+    assert [flow["id"] for flow in response.json()["results"]] == [str(second.id), str(first.id)]
+
+
+# DELETE /task-outputs/{id} takes the X-Correction-Reason header: a reason over 1,000 characters
+# was an undocumented 422. The header's limit and the 422 are documented now, so the fuzzer
+# sends over-long reasons.
+
+
+def test_a_too_long_reason_on_delete_is_a_documented_422(tenant: Tenant, api_schema) -> None:
+    output = tenant.task_output()
+
+    response = tenant.client.delete(
+        f"/task-outputs/{output.id}", HTTP_X_CORRECTION_REASON="x" * 1001
+    )
+
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"] == ["header", "X-Correction-Reason"]
+    assert_documented(api_schema, response, "DELETE", "/task-outputs/{id}")
+    header = next(
+        p
+        for p in api_schema["/task-outputs/{id}"]["DELETE"].iter_parameters()
+        if p.name == "X-Correction-Reason"
+    )
+    assert header.definition["schema"]["maxLength"] == 1000
+
+
+# A body that is not JSON is a 415 (schemathesis's media-type probes got it on every write),
+# and one over the size limit a 413: neither was documented.
+
+
+def test_a_body_that_is_not_json_is_a_documented_415(tenant: Tenant, api_schema) -> None:
+    response = tenant.client.post("/flows", "name: x", content_type="text/plain")
+
+    assert response.status_code == 415
+    assert_documented(api_schema, response, "POST", "/flows")
+
+
+def test_a_body_over_the_size_limit_is_a_documented_413(
+    tenant: Tenant, api_schema, settings
+) -> None:
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 1024
+    flow = tenant.flow()
+
+    response = tenant.client.patch(f"/flows/{flow.id}", {"description": "x" * 2048}, format="json")
+
+    assert response.status_code == 413
+    assert_documented(api_schema, response, "PATCH", "/flows/{id}")
