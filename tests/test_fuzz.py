@@ -1,10 +1,11 @@
 """Property-based fuzzing of the whole API with schemathesis, against the app's own schema.
 
 Every operation of /api/schema/ is called through WSGI (no network) with a real API key: real
-requests that succeed (explicit examples below), schemathesis's coverage cases (boundaries,
-missing and wrongly typed values, unsupported media types) and generated positive and negative
-data. Each answer is checked: no 5xx, a documented status code and content type, and a body and
-headers that match the documented schema. Each operation runs against its own fresh
+requests that succeed (explicit examples below, and the first of them again with a key lacking
+the operation's scope), schemathesis's coverage cases (boundaries, missing and wrongly typed
+values, unsupported media types, no key) and generated positive and negative data. Each
+answer is checked: no 5xx, a documented status code and content type, and a body and headers
+that match the documented schema. Each operation runs against its own fresh
 organization holding real rows (both example flows run, a correction made), and path ids and the
 ids inside bodies often name those rows — or another organization's — so the fuzzer gets past
 "not found". The run is deterministic (derandomized) and bounded per operation; the summary
@@ -90,11 +91,12 @@ class Rows:
         return names
 
 
-def populate(organization: Organization) -> Rows:
-    """Both example flows and one run of each (document-review waits for its human review),
-    and a correction of word-stats' first task, which makes its dependents stale."""
+def populate(organization: Organization, flows: tuple[str, ...] = tuple(FLOW_INPUTS)) -> Rows:
+    """The example flows and one run of each (document-review waits for its human review), and
+    a correction of word-stats' first task, which makes its dependents stale."""
     rows = Rows(organization)
-    for name, flow_input in FLOW_INPUTS.items():
+    for name in flows:
+        flow_input = FLOW_INPUTS[name]
         definition = (EXAMPLES / f"{name}.yaml").read_text()
         flow = create_flow(organization, name=name, definition=definition, actor="fuzz")
         rows.flows.append(flow)
@@ -102,7 +104,7 @@ def populate(organization: Organization) -> Rows:
             start_flow_execution(organization, flow_id=flow.id, input=flow_input, actor="fuzz")
         )
     correct_task_execution(
-        TaskExecution.objects.get(flow_execution=rows.flow_executions[1], task_name="lengths"),
+        TaskExecution.objects.get(flow_execution=rows.flow_executions[-1], task_name="lengths"),
         changes={"status": "completed", "output": [3, 5, 5, 3, 5, 4, 3, 4, 3]},
         identity={},
         expected_updated_at=None,
@@ -123,7 +125,7 @@ def populate(organization: Organization) -> Rows:
 
 @dataclass
 class World:
-    secret: str
+    keys: dict[str, str]  # the secret of a key with all scopes, with only `read`, only `write`
     mine: Rows
     foreign: Rows  # another organization's rows: answered exactly like missing ones
     names: dict[str, Any]
@@ -136,15 +138,20 @@ CURRENT: dict[str, World] = {}
 @pytest.fixture
 def world(transactional_db: None) -> Iterator[World]:
     organization = create_organization("fuzz")
-    secret = create_api_key(organization, name="fuzz").secret
+    keys = {
+        scope: create_api_key(organization, name=scope, scopes=scopes).secret
+        for scope, scopes in {"all": None, "read": ["read"], "write": ["write"]}.items()
+    }
     mine = populate(organization)
-    CURRENT["world"] = World(secret, mine, populate(create_organization("other")), mine.named())
+    foreign = populate(create_organization("other"), flows=("word-stats",))
+    CURRENT["world"] = World(keys, mine, foreign, mine.named())
     yield CURRENT["world"]
     CURRENT.clear()
 
 
-# Explicit examples: requests that do something real, which random data rarely does. Values
-# "@NAME.ATTR" are replaced by that attribute of the named row when the case runs.
+# Explicit examples: requests that do something real, which random data rarely does. They are
+# built before any row exists, so values "@NAME.ATTR" stand for that attribute of the named row
+# (Rows.named) and `Authorization: @key:SCOPE` for the key with only that scope.
 REF = re.compile(r"^@([a-z]+(?::[a-z-]+)?)\.([a-z_]+)$")
 
 
@@ -333,8 +340,12 @@ def flatmap_case(context: Any, case: Any) -> Any:
 
 @SCHEMA.hook
 def before_add_examples(context: Any, examples: list[Any]) -> None:
+    """The explicit examples, and the first of them again with a key that lacks the scope the
+    operation needs (`read` for GET, `write` for the rest)."""
     operation = context.operation
-    for example in EXPLICIT.get(operation.label, []):
+    explicit = EXPLICIT.get(operation.label, [])
+    lacking = "@key:write" if operation.method.upper() == "GET" else "@key:read"
+    for example in [*explicit, *[{**explicit[0], "headers": {"Authorization": lacking}}]]:
         media_type = "application/json" if "body" in example else None
         examples.append(operation.Case(media_type=media_type, **example))
 
@@ -356,7 +367,9 @@ def test_api_conforms_to_its_schema(case: Any, world: World, backend: str) -> No
         resolved = _resolve(value, world.names)
         if resolved != value:
             setattr(case, container, resolved)
-    response = case.call(headers={"Authorization": f"Bearer {world.secret}"})
+    key = (case.headers or {}).get("Authorization", "")
+    secret = world.keys[key.removeprefix("@key:") if key.startswith("@key:") else "all"]
+    response = case.call(headers={"Authorization": f"Bearer {secret}"})
     label = case.operation.label
     FUZZ_STATS.record_call(label, response.status_code)
     try:

@@ -15,6 +15,7 @@ import schemathesis
 from rest_framework.test import APIClient
 
 from executions.models import TaskExecution
+from flowplatform.tenancy.services import create_api_key
 from tests.conftest import Tenant
 
 pytestmark = pytest.mark.django_db
@@ -183,3 +184,28 @@ def test_a_body_over_the_size_limit_is_a_documented_413(
 
     assert response.status_code == 413
     assert_documented(api_schema, response, "PATCH", "/flows/{id}")
+
+
+# A key without the scope a request needs (a read-only key writing, a write-only key reading) is
+# a 403 `insufficient_scope` on every operation; no operation documented 403.
+
+
+@pytest.mark.parametrize(
+    ("scope", "method", "template"),
+    [("write", "GET", "/flows"), ("read", "POST", "/flows"), ("read", "DELETE", "/flows/{id}")],
+)
+def test_a_key_without_the_scope_is_a_documented_403(
+    tenant: Tenant, api_schema, scope: str, method: str, template: str
+) -> None:
+    flow = tenant.flow()
+    client = APIClient()
+    secret = create_api_key(tenant.org, name=f"{scope}-only", scopes=[scope]).secret
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {secret}")
+
+    response = client.generic(
+        method, template.replace("{id}", str(flow.id)), "{}", content_type="application/json"
+    )
+
+    assert response.status_code == 403
+    assert response.json()["error"]["code"] == "insufficient_scope"
+    assert_documented(api_schema, response, method, template)

@@ -54,6 +54,11 @@ def _error(description: str) -> OpenApiResponse:
 ERRORS = {
     "400": _error("Bad Request - Invalid input parameters or request format (e.g. malformed JSON)"),
     "401": _error("Unauthorized - missing, unknown, revoked or expired API key"),
+    "403": _error(
+        "Forbidden - the API key lacks the scope this request needs (`insufficient_scope`: "
+        "`read` for GET, `write` for POST, PUT, PATCH and DELETE; see "
+        "`error.details.required_scope`)"
+    ),
     "404": _error("Not Found - The requested resource does not exist"),
     "409": _error(
         "Conflict - the row changed since the client read it (optimistic lock on `updated_at`; "
@@ -122,7 +127,7 @@ class AutoSchema(openapi.AutoSchema):
     def _get_response_bodies(self, direction: str = "response") -> dict:
         responses = super()._get_response_bodies(direction)
         method = self.method.upper()
-        codes = ["401", "500", "503"]
+        codes = ["401", "403", "500", "503"]  # 403: a key without the request's scope
         if self.path.rstrip("/").endswith("}") or "{" in self.path:
             codes.append("404")
         if method in {"GET"} and self._is_list_view():
