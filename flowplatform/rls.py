@@ -133,6 +133,49 @@ def organization_of(model: Any, pk: Any, *, actor: str) -> uuid.UUID | None:
         return model.objects.filter(pk=pk).values_list("organization_id", flat=True).first()
 
 
+def check_database_role(app_configs: Any = None, databases: Any = None, **kwargs: Any) -> list:
+    """`manage.py check --deploy --database default`: warn when the application's connection
+    would ignore the policies (a superuser or BYPASSRLS role, or the tables' owner)."""
+    from django.core.checks import Warning as CheckWarning
+
+    problems = []
+    for alias in databases or []:
+        connection = connections[alias]
+        if connection.vendor != "postgresql":
+            continue
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT current_user, rolsuper, rolbypassrls FROM pg_roles "
+                "WHERE rolname = current_user"
+            )
+            user, superuser, bypassrls = cursor.fetchone()
+            cursor.execute(
+                "SELECT count(*) FROM pg_tables WHERE tableowner = current_user "
+                "AND tablename = 'executions_taskexecution'"
+            )
+            owner = cursor.fetchone()[0] > 0
+        if superuser or bypassrls:
+            problems.append(
+                CheckWarning(
+                    f"database {alias!r}: connected as {user!r}, a "
+                    f"{'superuser' if superuser else 'BYPASSRLS role'}; row-level security "
+                    "does not apply to it",
+                    hint="Connect as the application's role (README, 'Two roles').",
+                    id="flowplatform.W001",
+                )
+            )
+        elif owner:
+            problems.append(
+                CheckWarning(
+                    f"database {alias!r}: connected as {user!r}, which owns the tables and "
+                    "could turn row-level security off",
+                    hint="Migrate as the owner; run the application as its own role.",
+                    id="flowplatform.W002",
+                )
+            )
+    return problems
+
+
 # Migrations ---------------------------------------------------------------------------------
 
 

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import functools
+import re
+import threading
 import uuid
 from collections.abc import Callable
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
+from django.core.handlers.base import BaseHandler
+from django.core.management.base import BaseCommand
 from django.db import IntegrityError, ProgrammingError, connection, connections, transaction
 from django.db.backends.signals import connection_created
 from rest_framework.test import APIClient
@@ -98,6 +104,77 @@ def _become_app_role(sender: Any, connection: Any, **kwargs: Any) -> None:
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
             cursor.execute(f"SET ROLE {APP_ROLE}; SET app.rls_bypass = 'on'")
+        connection.execute_wrappers.append(_unscoped_query_tripwire)
+
+
+# The session-level bypass would hide product code that reads a tenant table without setting
+# its organization (in production it would find nothing). So during every HTTP request the
+# tests make (API, admin, the jobs they run) and every command of ours they call, a query
+# naming a tenant table outside any scope of flowplatform.rls is recorded, and the test fails
+# (`_no_unscoped_queries`).
+_request_state = threading.local()
+UNSCOPED_QUERIES: list[str] = []
+
+
+_original_get_response = BaseHandler.get_response
+_original_execute = BaseCommand.execute
+
+
+@contextmanager
+def _product_code() -> Any:
+    previous = getattr(_request_state, "active", False)
+    _request_state.active = True
+    try:
+        yield
+    finally:
+        _request_state.active = previous
+
+
+def _get_response_watched(self: BaseHandler, request: Any) -> Any:
+    """A request: every middleware, the view, and the jobs run when its transaction commits."""
+    with _product_code():
+        return _original_get_response(self, request)
+
+
+def _execute_watched(self: BaseCommand, *args: Any, **options: Any) -> Any:
+    """Our management commands are entry points too (Django's own, e.g. flush, are not)."""
+    if not type(self).__module__.startswith(("executions.", "flows.", "flowplatform.")):
+        return _original_execute(self, *args, **options)
+    with _product_code():
+        return _original_execute(self, *args, **options)
+
+
+@functools.cache
+def _tenant_table_pattern() -> re.Pattern[str]:
+    from django.apps import apps
+
+    tables = [
+        model._meta.db_table
+        for model in apps.get_models()
+        if "organization_id" in {field.column for field in model._meta.concrete_fields}
+    ]
+    return re.compile("|".join(f'"{re.escape(table)}"' for table in tables))
+
+
+def _unscoped_query_tripwire(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
+    db = context["connection"]
+    if (
+        getattr(_request_state, "active", False)
+        and getattr(db, "flowplatform_rls_scope", None) is None
+        and _tenant_table_pattern().search(sql)
+    ):
+        UNSCOPED_QUERIES.append(sql[:300])
+    return execute(sql, params, many, context)
+
+
+@pytest.fixture(autouse=True)
+def _no_unscoped_queries() -> Any:
+    UNSCOPED_QUERIES.clear()
+    yield
+    assert not UNSCOPED_QUERIES, (
+        "a request queried a tenant table outside a row-level security scope (in production "
+        f"it would see no rows): {UNSCOPED_QUERIES[:3]}"
+    )
 
 
 @pytest.fixture(scope="session")
@@ -113,7 +190,11 @@ def django_db_setup(django_db_setup: None, django_db_blocker: Any) -> Any:
             cursor.execute(f"GRANT TRUNCATE ON ALL TABLES IN SCHEMA public TO {APP_ROLE}")
     connections.close_all()
     connection_created.connect(_become_app_role)
+    BaseHandler.get_response = _get_response_watched
+    BaseCommand.execute = _execute_watched
     yield
+    BaseCommand.execute = _original_execute
+    BaseHandler.get_response = _original_get_response
     connection_created.disconnect(_become_app_role)
     connections.close_all()
 

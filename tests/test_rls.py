@@ -153,6 +153,16 @@ def test_the_policy_reads_the_settings_once_per_query_not_per_row(tenant):
     assert "InitPlan" in plan, plan
 
 
+def test_the_deploy_check_warns_about_a_role_that_ignores_the_policies():
+    assert rls.check_database_role(databases=["default"]) == []  # the application's role
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute("SET LOCAL ROLE NONE")  # the session user: the owner, a superuser
+        [warning] = rls.check_database_role(databases=["default"])
+    assert warning.id == "flowplatform.W001"
+    assert "row-level security does not apply" in warning.msg
+
+
 # --- application filtering bypassed -----------------------------------------------------------
 
 

@@ -8,9 +8,12 @@ class TenancyConfig(AppConfig):
     verbose_name = "Tenancy"
 
     def ready(self) -> None:
-        # Registers the OpenAPI description of the Bearer key scheme.
-        from flowplatform.api import schema  # noqa: F401
-        from flowplatform.rls import bypass_for_migrations, grant_to_app_role
+        from django.core.checks import Tags, register
+
+        from flowplatform.api import schema  # noqa: F401  (the Bearer key scheme's description)
+        from flowplatform.rls import bypass_for_migrations, check_database_role, grant_to_app_role
+
+        register(check_database_role, Tags.database, deploy=True)
 
         pre_migrate.connect(bypass_for_migrations, sender=self)
         post_migrate.connect(grant_to_app_role, sender=self)
