@@ -14,6 +14,7 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.urls import reverse
 
 from flowplatform import rls
+from flowplatform.admin import organization_ids as admin_organization_ids
 from flowplatform.api.errors import error_response, server_error_response
 
 REQUEST_ID_HEADER = "X-Request-ID"
@@ -88,10 +89,8 @@ class AdminScopeMiddleware:
                 f"{request.method} {request.path}",
             )
         else:
-            with rls.lookup():
-                organization_ids = list(user.memberships.values_list("organization_id", flat=True))
-            request._flowplatform_org_ids = organization_ids  # flowplatform.admin uses it
-            scope = rls.tenant_scope(organization_ids)
+            with rls.lookup():  # cached on the request for the admin's own scoping
+                scope = rls.tenant_scope(admin_organization_ids(request))
         with scope:
             response = self.get_response(request)
             if response.status_code >= 400:

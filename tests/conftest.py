@@ -144,16 +144,20 @@ def _execute_watched(self: BaseCommand, *args: Any, **options: Any) -> Any:
         return _original_execute(self, *args, **options)
 
 
-@functools.cache
-def _tenant_table_pattern() -> re.Pattern[str]:
+def tenant_tables() -> dict[str, Any]:
+    """db_table → model, for every model with an organization_id column (under RLS)."""
     from django.apps import apps
 
-    tables = [
-        model._meta.db_table
+    return {
+        model._meta.db_table: model
         for model in apps.get_models()
         if "organization_id" in {field.column for field in model._meta.concrete_fields}
-    ]
-    return re.compile("|".join(f'"{re.escape(table)}"' for table in tables))
+    }
+
+
+@functools.cache
+def _tenant_table_pattern() -> re.Pattern[str]:
+    return re.compile("|".join(f'"{re.escape(table)}"' for table in tenant_tables()))
 
 
 def _unscoped_query_tripwire(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:

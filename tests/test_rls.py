@@ -16,7 +16,6 @@ import uuid
 from typing import Any
 
 import pytest
-from django.apps import apps
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Permission
 from django.core.management import call_command
@@ -28,7 +27,7 @@ from flowplatform import rls
 from flowplatform.tenancy.models import ApiKey, IdempotencyKey, Membership
 from flows.models import Flow
 from outputs.models import TaskOutput
-from tests.conftest import APP_ROLE, Tenant
+from tests.conftest import APP_ROLE, Tenant, tenant_tables
 
 pytestmark = [pytest.mark.postgresql, pytest.mark.django_db(transaction=True)]
 
@@ -47,15 +46,6 @@ tasks:
     depends_on: [b]
     input: "${{ tasks.b.output }}"
 """
-
-
-def tenant_tables() -> dict[str, Any]:
-    """db_table → model, for every model with an organization_id column."""
-    return {
-        model._meta.db_table: model
-        for model in apps.get_models()
-        if "organization_id" in {field.column for field in model._meta.concrete_fields}
-    }
 
 
 def fetch(sql: str, params: list[Any] | None = None) -> list[tuple]:
