@@ -28,18 +28,23 @@ import logging
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
+from django.conf import settings
 from django.db import transaction
-from django.db.models import Count, Exists, OuterRef, Q, QuerySet
+from django.db.models import Exists, OuterRef, QuerySet
+from django.db.models.functions import Now
+from django.tasks.base import TaskResultStatus
 from django.utils import timezone
 
+from executions import leases
 from executions.executors import ExecutorResult, TaskFailed, default_summary, get_executor
 from executions.models import FlowExecution, StaleReason, TaskExecution
-from flowplatform import rls
+from flowplatform import dbretry, rls
 from flowplatform.canonical import same_json
 from flowplatform.history import record_history
-from flows.definitions import FlowSpec, spec_for
+from flows.definitions import FlowSpec, cached_spec, spec_for
 from flows.expressions import ExpressionError, resolve
 from outputs.models import TaskOutput
 
@@ -90,7 +95,7 @@ def latest_attempts(
     """Each task's attempt with the highest idx. One query."""
     rows = TaskExecution.objects.filter(flow_execution=flow_execution)
     if names is not None:
-        rows = rows.filter(task_name__in=list(names))
+        rows = rows.filter(task_name__any_of=list(names))
     latest: dict[str, Attempt] = {}
     for row in rows.order_by("task_name", "task_execution_idx").values_list(
         "id", "task_name", "task_execution_idx", "status", "stale_reason", "stale_upstream_task"
@@ -106,7 +111,7 @@ def current_outputs(flow_execution: FlowExecution, names: Iterable[str]) -> dict
     or POST /task-outputs) is what re-executed tasks read.
     """
     rows = (
-        TaskOutput.objects.filter(flow_execution=flow_execution, task_name__in=list(names))
+        TaskOutput.objects.filter(flow_execution=flow_execution, task_name__any_of=list(names))
         .oldest_to_current()
         .values_list("task_name", "output")
     )
@@ -168,24 +173,47 @@ class _Planner:
         self.spec = spec
         self.correction_id = correction_id
         self.runnable = {Status.STALE, Status.DELETED} if rerun_stale else {Status.DELETED}
-        self.loaded: set[str] = set()
+        self.loaded: set[str] = set()  # tasks whose latest attempt was read
         self.latest: dict[str, Attempt] = {}
         self.outputs: dict[str, Any] = {}
+        self.outputs_known: set[str] = set()  # tasks whose current output was read
         self.reusable: dict[str, Reusable] = {}
 
+    def know(self, attempt: Attempt, output: Any) -> None:
+        """What the caller just wrote: `attempt` is its task's latest, `output` its current
+        output (a worker that finished a task need not read them back)."""
+        self.latest[attempt.task_name] = attempt
+        self.loaded.add(attempt.task_name)
+        self.outputs[attempt.task_name] = output
+        self.outputs_known.add(attempt.task_name)
+
     def load(self, names: Iterable[str]) -> None:
-        """Read the latest attempts and current outputs of `names` and their upstream tasks."""
+        """Read the latest attempts of `names` and their upstream tasks, and the current
+        outputs of those upstream tasks (what the inputs of `names` resolve from)."""
         names = set(names)
-        wanted = names.union(*(self.spec.tasks[t].upstream for t in names)) - self.loaded
-        if not wanted:
-            return
-        latest = latest_attempts(self.flow_execution, wanted)
-        self.latest.update(latest)
-        self.outputs.update(current_outputs(self.flow_execution, wanted))
-        self.reusable.update(
-            _reusable_attempts(self.flow_execution, self.spec, list(latest.values()))
+        upstream = set().union(*(self.spec.tasks[t].upstream for t in names))
+        wanted = (names | upstream) - self.loaded
+        if wanted:
+            latest = latest_attempts(self.flow_execution, wanted)
+            self.latest.update(latest)
+            self.reusable.update(
+                _reusable_attempts(self.flow_execution, self.spec, list(latest.values()))
+            )
+            self.loaded |= wanted
+        needed = upstream - self.outputs_known
+        if needed:
+            self.outputs.update(current_outputs(self.flow_execution, needed))
+            self.outputs_known |= needed
+
+    def _unread(self, task: str) -> bool:
+        """Is anything `ready(task)` and its input need not read yet? (A task read only as
+        another's upstream has its own upstream tasks unread.)"""
+        upstream = self.spec.tasks[task].upstream
+        return (
+            task not in self.loaded
+            or not self.loaded.issuperset(upstream)
+            or not self.outputs_known.issuperset(upstream)
         )
-        self.loaded |= wanted
 
     def ready(self, task: str) -> bool:
         current = self.latest.get(task)
@@ -218,8 +246,9 @@ class _Planner:
                 continue
             reused.append(attempt)
             self.outputs[task] = attempt.output
+            self.outputs_known.add(task)
             children = self.spec.dag.downstream[task]
-            if any(child not in self.loaded for child in children):
+            if any(self._unread(child) for child in children):
                 self.load(self.spec.dag.descendants(task))
             for child in children:
                 if child not in queued:
@@ -322,7 +351,7 @@ def _reusable_attempts(
         return {}
     history: dict[str, list[TaskExecution]] = {}
     for row in (
-        TaskExecution.objects.filter(flow_execution=flow_execution, task_name__in=eligible)
+        TaskExecution.objects.filter(flow_execution=flow_execution, task_name__any_of=eligible)
         .order_by("task_name", "-task_execution_idx")
         .only(
             "id",
@@ -348,7 +377,7 @@ def _reusable_attempts(
         return {}
     current: dict[str, tuple] = {}
     for row in (
-        TaskOutput.objects.filter(flow_execution=flow_execution, task_name__in=list(previous))
+        TaskOutput.objects.filter(flow_execution=flow_execution, task_name__any_of=list(previous))
         .oldest_to_current()
         .values_list("task_name", "output", "summary", "tags", "modified_by", "created_at")
     ):
@@ -390,35 +419,34 @@ def _republish_reused(
     recompute_task_outputs_summary(flow_execution.pk)
 
 
-def refresh_status(flow_execution: FlowExecution, spec: FlowSpec) -> str:
+def refresh_status(flow_execution: FlowExecution, spec: FlowSpec, *, live: bool = False) -> str:
     """Derive the flow execution's status from its attempts and save it if it changed.
 
     queued → running (an attempt exists) → in_progress (a task completed, or a person is
     awaited) → completed (every task's latest attempt completed) | failed (nothing can run and
     a task failed for good) | stale (nothing runs and stale tasks remain, which a re-execution
     would refresh). Never backwards within a run; a re-execution starts a new run at `running`.
+
+    Called after every finished task, so its cost is per task: while anything is queued or
+    running, one indexed EXISTS (none at all once in_progress); only when the flow execution
+    comes to rest does it read every task's latest attempt. `live`: the caller has just queued
+    an attempt (no need to ask).
     """
     current = flow_execution.status
     if current == FlowStatus.DELETED:
         return current  # a deleted flow execution stays deleted
     attempts = TaskExecution.objects.filter(flow_execution=flow_execution)
-    newer = TaskExecution.objects.filter(
-        flow_execution=OuterRef("flow_execution"),
-        task_name=OuterRef("task_name"),
-        task_execution_idx__gt=OuterRef("task_execution_idx"),
-    )
-    counts = attempts.aggregate(live=Count("id", filter=Q(status__in=LIVE)))
-    completed_tasks = (
-        attempts.filter(status=Status.COMPLETED).exclude(Exists(newer)).values("task_name").count()
-    )
-    if completed_tasks == len(spec.tasks):
-        status = FlowStatus.COMPLETED
-    elif counts["live"]:
-        progressed = (
-            current == FlowStatus.IN_PROGRESS
-            or completed_tasks > 0
-            or _awaits_person(flow_execution, spec)
+    if live or attempts.filter(status__in=LIVE).exists():
+        if current == FlowStatus.IN_PROGRESS:
+            return current
+        newer = TaskExecution.objects.filter(
+            flow_execution=OuterRef("flow_execution"),
+            task_name=OuterRef("task_name"),
+            task_execution_idx__gt=OuterRef("task_execution_idx"),
         )
+        progressed = attempts.filter(status=Status.COMPLETED).exclude(
+            Exists(newer)
+        ).exists() or _awaits_person(flow_execution, spec)
         status = FlowStatus.IN_PROGRESS if progressed else FlowStatus.RUNNING
     else:
         status = _settled_status(flow_execution, spec)
@@ -431,9 +459,12 @@ def refresh_status(flow_execution: FlowExecution, spec: FlowSpec) -> str:
 
 
 def _settled_status(flow_execution: FlowExecution, spec: FlowSpec) -> str:
-    """Nothing runs and not every task is completed: `stale` if a re-execution of the stale
-    tasks could make progress, else `failed` (what remains is blocked by a failed task)."""
+    """Nothing runs: `completed` if every task's latest attempt is completed, else `stale` if a
+    re-execution of the stale tasks could make progress, else `failed` (what remains is
+    blocked by a failed task)."""
     latest = {n: a.status for n, a in latest_attempts(flow_execution, spec.tasks).items()}
+    if len(latest) == len(spec.tasks) and all(s == Status.COMPLETED for s in latest.values()):
+        return FlowStatus.COMPLETED
     failed = [name for name, status in latest.items() if status == Status.FAILED]
     blocked = spec.dag.descendants(*failed) if failed else set()
     needs_run = [
@@ -474,6 +505,12 @@ def lock_flow_execution(flow_execution_id: uuid.UUID) -> FlowExecution:
     return locked_flow_executions().get(pk=flow_execution_id)
 
 
+def _lock_for_worker(flow_execution_id: uuid.UUID) -> FlowExecution:
+    """lock_flow_execution without the outputs summary, which only the summary code (reading
+    it itself) needs: it grows with the flow, and a worker locks once per task."""
+    return locked_flow_executions().defer("task_outputs_summary").get(pk=flow_execution_id)
+
+
 @transaction.atomic
 def start(flow_execution: FlowExecution) -> FlowExecution:
     """Give the flow execution's root tasks their first attempts."""
@@ -506,8 +543,6 @@ def mark_stale(
     stale takes this correction as its cause when this one's task is its nearest corrected
     ancestor (see _nearer_cause). Set-based: the same few queries for 10 tasks or 10,000.
     """
-    from outputs.services import recompute_task_outputs_summary
-
     tasks = list(tasks)
     if not tasks:
         return Marked([], [])
@@ -526,29 +561,49 @@ def mark_stale(
         f" of {cause.upstream_task}" if cause.upstream_task else ""
     )
     if nearer:
-        TaskExecution.objects.filter(pk__in=[a.id for a in nearer]).update(**cause_fields)
+        TaskExecution.objects.filter(pk__any_of=[a.id for a in nearer]).update(**cause_fields)
         record_history(TaskExecution, [a.id for a in nearer], reason=reason)
     moved = spec.dag.in_order(a.task_name for a in nearer)
     if not marked:
         return Marked([], moved)
-    TaskExecution.objects.filter(pk__in=list(marked.values())).update(
+    TaskExecution.objects.filter(pk__any_of=list(marked.values())).update(
         status=Status.STALE, **cause_fields
     )
     record_history(TaskExecution, marked.values(), reason=reason)
-    outputs = list(
-        TaskOutput.objects.filter(
-            flow_execution=flow_execution,
-            task_name__in=list(marked),
-            status=TaskOutput.Status.COMPLETED,
-        ).values_list("pk", flat=True)
-    )
-    if outputs:
-        TaskOutput.objects.filter(pk__in=outputs).update(
-            status=TaskOutput.Status.STALE, modified_by=actor, updated_at=now
-        )
-        record_history(TaskOutput, outputs, reason=reason)
-    recompute_task_outputs_summary(flow_execution.pk)
+    _mark_outputs_stale(flow_execution, list(marked), actor=actor, now=now, reason=reason)
     return Marked(spec.dag.in_order(marked), moved)
+
+
+def _mark_outputs_stale(
+    flow_execution: FlowExecution, tasks: list[str], *, actor: str, now: Any, reason: str
+) -> None:
+    """The completed outputs of `tasks` become stale, and the flow execution's summary counts
+    follow: the tasks whose current output was completed move from `completed` to `stale`
+    (their entries are unchanged). Four queries, whatever the number of tasks; the summary is
+    patched, not rebuilt from every output."""
+    from outputs.services import move_status_counts
+
+    rows = (
+        TaskOutput.objects.filter(flow_execution=flow_execution, task_name__any_of=tasks)
+        .oldest_to_current()
+        .values_list("pk", "task_name", "status")
+    )
+    current: dict[str, str] = {}
+    outputs = []
+    for pk, task_name, status in rows:
+        current[task_name] = status
+        if status == TaskOutput.Status.COMPLETED:
+            outputs.append(pk)
+    if not outputs:
+        return
+    TaskOutput.objects.filter(pk__any_of=outputs).update(
+        status=TaskOutput.Status.STALE, modified_by=actor, updated_at=now
+    )
+    record_history(TaskOutput, outputs, reason=reason)
+    moved = sum(1 for status in current.values() if status == TaskOutput.Status.COMPLETED)
+    move_status_counts(
+        flow_execution.pk, TaskOutput.Status.COMPLETED, TaskOutput.Status.STALE, moved
+    )
 
 
 def _nearer_cause(spec: FlowSpec, attempts: Iterable[Attempt], cause: StaleCause) -> list:
@@ -620,85 +675,308 @@ def reexecute(
 def run_attempt(attempt_id: uuid.UUID, organization_id: uuid.UUID | None = None) -> None:
     """A worker's whole handling of one queued attempt (the body of the job).
 
-    Claiming it and recording its outcome are two transactions scoped to its organization
-    (row-level security); the executor runs between them, outside any transaction.
+    Claiming it (queued → running, with this process's lease) and recording its outcome are
+    two transactions scoped to its organization (row-level security); the executor runs
+    between them, outside any transaction, while the heartbeat renews the lease
+    (executions.leases).
     """
     if organization_id is None:  # a job enqueued without its organization
         organization_id = rls.organization_of(TaskExecution, attempt_id, actor="worker")
         if organization_id is None:
             return
+    owner = leases.worker_identity()
     with rls.tenant_scope(organization_id):
-        claimed = TaskExecution.objects.filter(pk=attempt_id, status=Status.QUEUED).update(
-            status=Status.RUNNING, updated_at=timezone.now()
-        )
-        if not claimed:
-            return  # cancelled, already run by another worker, or gone
         attempt = (
             TaskExecution.objects.select_related("flow_execution__flow_version")
-            .defer(*(f"flow_execution__{field}" for field in _VERSION_TEXT))
-            .get(pk=attempt_id)
+            .defer(
+                "flow_execution__task_outputs_summary",
+                *(f"flow_execution__{field}" for field in _VERSION_TEXT),
+            )
+            .filter(pk=attempt_id, status=Status.QUEUED)
+            .first()
         )
+        if attempt is None:
+            return  # cancelled, already run by another worker, or gone
+        now = timezone.now()
         flow_execution = attempt.flow_execution
-        FlowExecution.objects.filter(pk=flow_execution.pk, status=FlowStatus.QUEUED).update(
-            status=FlowStatus.RUNNING, updated_at=timezone.now()
+        if flow_execution.status == FlowStatus.QUEUED:  # the lock order: flow execution first
+            FlowExecution.objects.filter(pk=flow_execution.pk, status=FlowStatus.QUEUED).update(
+                status=FlowStatus.RUNNING, updated_at=now
+            )
+        claimed = TaskExecution.objects.filter(pk=attempt_id, status=Status.QUEUED).update(
+            status=Status.RUNNING,
+            lease_owner=owner,
+            lease_expires_at=leases.expiry(),
+            updated_at=now,
         )
-        try:
-            with transaction.atomic():  # reads the version's definition (deferred above)
-                spec = spec_for(flow_execution.flow_version)
-        except Exception as exc:  # recorded below, once the claim is committed
-            spec, spec_error = None, exc
+        if not claimed:
+            return  # another worker claimed it between the read and the claim
+        attempt.status = Status.RUNNING
+        spec = cached_spec(flow_execution.flow_version_id)
+        if spec is None:
+            try:
+                with transaction.atomic():  # reads the version's definition (deferred above)
+                    spec = spec_for(flow_execution.flow_version)
+            except Exception as exc:  # recorded below, once the claim is committed
+                spec, spec_error = None, exc
     try:
         if spec is None:
             raise spec_error
         task = spec.tasks[attempt.task_name]
-        result = get_executor(task.type).run(attempt.input, task.config)
+        with leases.heartbeat.hold(attempt.pk, organization_id, owner):
+            result = get_executor(task.type).run(attempt.input, task.config)
         output = json.loads(json.dumps(result.output))
-        with rls.tenant_scope(organization_id):
-            finish(attempt, ExecutorResult(output, result.summary))
+        _finish_in_scope(attempt, ExecutorResult(output, result.summary))
     except TaskFailed as exc:
         _record_failure(attempt, exc.error_type, str(exc))
+    except leases.WorkerStopped as exc:  # the worker is stopping: another one retries it
+        _record_failure(attempt, "WorkerStopped", str(exc))
     except Exception as exc:
         if not isinstance(exc, TypeError | ValueError):
             logger.exception("task %s attempt %s raised", attempt.task_name, attempt_id)
         _record_failure(attempt, type(exc).__name__, str(exc))
 
 
+@dataclass(frozen=True)
+class Reaped:
+    attempt_id: uuid.UUID
+    flow_execution_id: uuid.UUID
+    task_name: str
+    idx: int
+    lease_owner: str
+    retry_id: uuid.UUID | None  # the next attempt, if retries remained
+
+
+WORKER_LOST = "WorkerLost"
+
+
+def expired_leases(limit: int = 1000) -> list[tuple[uuid.UUID, uuid.UUID, uuid.UUID]]:
+    """(organization, flow execution, attempt) of running attempts whose lease expired, oldest
+    expiry first. Ids only, read across organizations (rls.lookup: the reaper is the system's,
+    and what it then changes happens in each organization's own scope, and is logged)."""
+    with rls.lookup():
+        return list(
+            TaskExecution.objects.filter(status=Status.RUNNING, lease_expires_at__lt=Now())
+            .order_by("lease_expires_at")
+            .values_list("organization_id", "flow_execution_id", "id")[:limit]
+        )
+
+
+def reap_expired(limit: int = 1000) -> list[Reaped]:
+    """Fail every running attempt whose worker stopped renewing its lease, and retry it.
+
+    Per flow execution, with its row locked (the lock order): the attempt moves running →
+    failed only where it is still running with an expired lease (compare-and-set), so two
+    reapers, or a worker that was only slow and finishes now, never both win. The failure says
+    the worker was lost; a new attempt (idx + 1, same input) is queued if the task has
+    retries left, else the flow execution settles as failed as for any failure.
+    """
+    groups: dict[tuple[uuid.UUID, uuid.UUID], list[uuid.UUID]] = {}
+    for organization_id, flow_execution_id, attempt_id in expired_leases(limit):
+        groups.setdefault((organization_id, flow_execution_id), []).append(attempt_id)
+    try:
+        requeue_stranded_jobs(limit)
+    except Exception:
+        logger.exception("re-queueing stranded jobs failed")
+    reaped: list[Reaped] = []
+    for (organization_id, flow_execution_id), ids in groups.items():
+        try:  # one flow execution that cannot be reaped must not stop the others' reaping
+            with rls.tenant_scope(organization_id):
+                reaped += _reap(flow_execution_id, ids)
+        except Exception:
+            logger.exception("reaping flow execution %s failed", flow_execution_id)
+    return reaped
+
+
+def _reap(flow_execution_id: uuid.UUID, ids: list[uuid.UUID]) -> list[Reaped]:
+    flow_execution = _lock_for_worker(flow_execution_id)
+    try:
+        spec = spec_for(flow_execution.flow_version)
+    except Exception:  # its definition no longer loads: fail the attempts, retry none
+        logger.exception("flow execution %s: its definition does not load", flow_execution_id)
+        spec = None
+    candidates = list(
+        TaskExecution.objects.filter(
+            pk__in=ids, status=Status.RUNNING, lease_expires_at__lt=Now()
+        ).order_by("task_name")
+    )
+    now = timezone.now()
+    expired = []
+    for attempt in candidates:
+        attempt.error = {
+            "type": WORKER_LOST,
+            "message": f"The worker running this attempt ({attempt.lease_owner or 'unknown'}) "
+            f"was lost: its lease expired at {attempt.lease_expires_at.isoformat()} without "
+            "being renewed.",
+        }
+        # Compare-and-set on the expired lease too: a heartbeat that renewed it since the
+        # read above belongs to a worker that is alive, and wins.
+        if TaskExecution.objects.filter(
+            pk=attempt.pk, status=Status.RUNNING, lease_expires_at__lt=Now()
+        ).update(status=Status.FAILED, error=attempt.error, updated_at=now):
+            expired.append(attempt)
+    if not expired:
+        return []
+    reaped = []
+    for attempt in expired:
+        next_attempt = retry(flow_execution, spec, attempt) if spec is not None else None
+        logger.warning(
+            "reaped attempt %s (%s#%d of flow execution %s): worker %s lost; %s",
+            attempt.pk,
+            attempt.task_name,
+            attempt.task_execution_idx,
+            flow_execution_id,
+            attempt.lease_owner or "unknown",
+            f"retrying as #{next_attempt.task_execution_idx}"
+            if next_attempt
+            else "no retries left",
+        )
+        reaped.append(
+            Reaped(
+                attempt.pk,
+                flow_execution_id,
+                attempt.task_name,
+                attempt.task_execution_idx,
+                attempt.lease_owner,
+                next_attempt.pk if next_attempt else None,
+            )
+        )
+    _fail_lost_jobs([a.pk for a in expired])
+    if spec is not None:
+        refresh_status(flow_execution, spec)
+    return reaped
+
+
+def _uses_job_rows() -> bool:
+    return settings.TASKS["default"]["BACKEND"].startswith("django_tasks_db.")
+
+
+def requeue_stranded_jobs(limit: int = 1000) -> int:
+    """django-tasks-db jobs a worker claimed but died before claiming their attempt (a window
+    of milliseconds; SIGKILL, a lost machine): RUNNING for longer than a lease while their
+    attempt is still queued. Nothing would ever run that attempt: the job goes back to READY
+    for another worker (running it twice is harmless: the attempt's claim is a
+    compare-and-set). Returns how many."""
+    if not _uses_job_rows():
+        return 0
+    from django_tasks_db.models import DBTaskResult
+
+    from executions.jobs import run_task_attempt
+
+    cutoff = timezone.now() - timedelta(seconds=leases.lease_seconds())
+    jobs = {
+        job_id: (args_kwargs.get("args") or [None])[0]
+        for job_id, args_kwargs in DBTaskResult.objects.filter(
+            status=TaskResultStatus.RUNNING,
+            started_at__lt=cutoff,
+            task_path=run_task_attempt.module_path,
+        ).values_list("id", "args_kwargs")[:limit]
+    }
+    if not jobs:
+        return 0
+    with rls.lookup():  # ids only: is each job's attempt still waiting?
+        waiting = {
+            str(pk)
+            for pk in TaskExecution.objects.filter(
+                pk__any_of=[a for a in jobs.values() if a], status=Status.QUEUED
+            ).values_list("pk", flat=True)
+        }
+    stranded = [job_id for job_id, attempt_id in jobs.items() if attempt_id in waiting]
+    if stranded:
+        DBTaskResult.objects.filter(pk__in=stranded, status=TaskResultStatus.RUNNING).update(
+            status=TaskResultStatus.READY
+        )
+        logger.warning("re-queued %d job(s) whose worker died before claiming", len(stranded))
+    return len(stranded)
+
+
+def _fail_lost_jobs(attempt_ids: list[uuid.UUID]) -> None:
+    """The lost worker's django-tasks-db job rows stay RUNNING forever otherwise: mark them
+    failed too, so the queue's own view (its admin, prune_db_task_results) agrees."""
+    if not _uses_job_rows():
+        return
+    from django_tasks_db.models import DBTaskResult
+
+    ids = {str(a) for a in attempt_ids}
+    running = DBTaskResult.objects.filter(status=TaskResultStatus.RUNNING).only("id", "args_kwargs")
+    lost = [job.pk for job in running if (job.args_kwargs.get("args") or [None])[0] in ids]
+    if lost:
+        DBTaskResult.objects.filter(pk__in=lost, status=TaskResultStatus.RUNNING).update(
+            status=TaskResultStatus.FAILED,
+            finished_at=timezone.now(),
+            exception_class_path=f"executions.leases.{WORKER_LOST}",
+            traceback="The worker running this job was lost (its lease expired).",
+        )
+
+
+def _finish_in_scope(
+    attempt: TaskExecution, result: ExecutorResult | None = None, error: dict | None = None
+) -> bool:
+    """finish() in one transaction scoped to the attempt's organization, run again if
+    PostgreSQL aborts it for a deadlock (flowplatform.dbretry): a task that succeeded is never
+    recorded failed because its bookkeeping collided with another worker's."""
+
+    def record() -> bool:
+        with rls.tenant_scope(attempt.organization_id):
+            return finish(attempt, result, error)
+
+    return dbretry.retrying(record, what=f"recording attempt {attempt.pk}")
+
+
 def _record_failure(attempt: TaskExecution, error_type: str, message: str) -> None:
     """Record the failure; if even that fails (e.g. the database refuses the message), record a
-    bare one, so an attempt is never left running with nobody to finish it."""
+    bare one and settle the flow execution's status, so an attempt is never left running with
+    nobody to finish it, nor its flow execution running with nothing left to run."""
     error = {"type": error_type, "message": message.replace("\x00", "\\0")[:10_000]}
     try:
-        with rls.tenant_scope(attempt.organization_id):
-            finish(attempt, error=error)
+        _finish_in_scope(attempt, error=error)
     except Exception:
         logger.exception("recording the failure of attempt %s failed", attempt.pk)
         with rls.tenant_scope(attempt.organization_id):
+            flow_execution = _lock_for_worker(attempt.flow_execution_id)
             TaskExecution.objects.filter(pk=attempt.pk, status=Status.RUNNING).update(
                 status=Status.FAILED,
                 error={"type": error_type, "message": "the error could not be recorded"},
                 updated_at=timezone.now(),
+                lease_owner="",
+                lease_expires_at=None,
             )
+        try:  # a separate transaction: the attempt's failure stands even if this fails too
+            with rls.tenant_scope(attempt.organization_id):
+                flow_execution = _lock_for_worker(attempt.flow_execution_id)
+                refresh_status(flow_execution, spec_for(flow_execution.flow_version))
+        except Exception:
+            logger.exception("settling flow execution %s failed", attempt.flow_execution_id)
 
 
-@transaction.atomic
+@transaction.atomic(savepoint=False)  # inside a worker's scope: that is the transaction
 def finish(
     attempt: TaskExecution, result: ExecutorResult | None = None, error: dict | None = None
 ) -> bool:
     """Record a running attempt's outcome and move the flow on. False if it was cancelled."""
-    flow_execution = lock_flow_execution(attempt.flow_execution_id)
+    flow_execution = _lock_for_worker(attempt.flow_execution_id)
     spec = spec_for(flow_execution.flow_version)
     now = timezone.now()
     running = TaskExecution.objects.filter(pk=attempt.pk, status=Status.RUNNING)
+    ended = {"updated_at": now, "lease_owner": "", "lease_expires_at": None}
     if result is not None:
         if not running.update(
-            status=Status.COMPLETED, output=result.output, updated_at=now, completed_at=now
+            status=Status.COMPLETED, output=result.output, completed_at=now, **ended
         ):
             return False
         publish_output(flow_execution, attempt.task_name, result.output, result.summary)
         children = spec.dag.downstream[attempt.task_name]
-        if any(
-            a.status != Status.STALE for a in latest_attempts(flow_execution, children).values()
-        ):
+        correction_id = attempt.started_by_correction_id
+        done = Attempt(attempt.pk, attempt.task_name, attempt.task_execution_idx, Status.COMPLETED)
+        # A child still waiting for another of its upstream tasks is not ready: a fan-in of
+        # 1,000 does not read its 999 other parents after each one finishes.
+        waiting = _waiting_on_others(flow_execution, spec, attempt.task_name, children)
+        planner = _Planner(flow_execution, spec, True, correction_id)
+        planner.know(done, result.output)
+        planner.load(c for c in children if c not in waiting)
+        previous = {c: planner.latest[c] for c in children if c in planner.latest}
+        previous.update(latest_attempts(flow_execution, waiting) if waiting else {})
+        if any(a.status != Status.STALE for a in previous.values()):
             # Its dependents ran on its previous output (it ran again outside a correction,
             # e.g. a person marked it stale): what they computed is outdated.
             mark_stale(
@@ -706,19 +984,54 @@ def finish(
                 spec,
                 spec.dag.descendants(attempt.task_name),
                 actor="system",
-                cause=StaleCause(
-                    StaleReason.UPSTREAM_RERUN,
-                    attempt.started_by_correction_id,
-                    attempt.task_name,
-                ),
+                cause=StaleCause(StaleReason.UPSTREAM_RERUN, correction_id, attempt.task_name),
             )
-        schedule(flow_execution, spec, children, correction_id=attempt.started_by_correction_id)
+            planner = _Planner(flow_execution, spec, True, correction_id)
+            planner.know(done, result.output)
+        created = planner.run(set(children) - waiting)
     else:
-        if not running.update(status=Status.FAILED, error=error, updated_at=now):
+        if not running.update(status=Status.FAILED, error=error, **ended):
             return False
-        retry(flow_execution, spec, attempt)
-    refresh_status(flow_execution, spec)
+        created = [retried] if (retried := retry(flow_execution, spec, attempt)) else []
+    refresh_status(flow_execution, spec, live=any(a.status in LIVE for a in created))
     return True
+
+
+_LIVE_SAMPLE = 64
+
+
+def _waiting_on_others(
+    flow_execution: FlowExecution, spec: FlowSpec, task: str, children: Iterable[str]
+) -> set[str]:
+    """The `children` of `task` that another of their upstream tasks keeps from being ready:
+    its latest attempt is queued or running (that task's own finish will consider them).
+
+    No query when no child has other parents. Otherwise one query reads a few of the flow
+    execution's live attempts (indexed, stops early): in a fan-in of 10,000 the first of
+    them is almost always another parent. Only children none of those decide are checked
+    against their own parents' names.
+    """
+    others = {c: set(spec.tasks[c].upstream) - {task} for c in children}
+    if not any(others.values()):
+        return set()
+    newer = TaskExecution.objects.filter(
+        flow_execution=OuterRef("flow_execution"),
+        task_name=OuterRef("task_name"),
+        task_execution_idx__gt=OuterRef("task_execution_idx"),
+    )
+    live = TaskExecution.objects.filter(flow_execution=flow_execution, status__in=LIVE).exclude(
+        Exists(newer)
+    )
+    sample = set(live.values_list("task_name", flat=True)[: _LIVE_SAMPLE + 1])
+    waiting = {c for c, parents in others.items() if parents & sample}
+    if len(sample) <= _LIVE_SAMPLE:
+        return waiting  # that was every live attempt
+    undecided = [c for c, parents in others.items() if parents and c not in waiting]
+    if undecided:
+        names = set().union(*(others[c] for c in undecided))
+        busy = set(live.filter(task_name__any_of=list(names)).values_list("task_name", flat=True))
+        waiting |= {c for c in undecided if others[c] & busy}
+    return waiting
 
 
 def retry(
@@ -758,8 +1071,14 @@ def publish_output(
     summary: dict | None,
     actor: str = "system",
 ) -> TaskOutput:
-    """The task's new current TaskOutput; its save signal recomputes the summaries."""
-    return TaskOutput.objects.create(
+    """The task's new current TaskOutput; its save signal recomputes the summaries.
+
+    A worker's output gets no history row of its own, as the attempts the engine creates in
+    bulk do not: history records what people change, and the first manual change of such a
+    row adds a baseline row first (flowplatform.history.ensure_baseline). A person's output
+    (a correction) is history at once.
+    """
+    task_output = TaskOutput(
         organization_id=flow_execution.organization_id,
         flow_execution=flow_execution,
         task_name=task_name,
@@ -769,6 +1088,10 @@ def publish_output(
         flow_version=flow_execution.flow_version.version,
         modified_by=actor,
     )
+    if actor == "system":
+        task_output.skip_history_when_saving = True
+    task_output.save(force_insert=True)
+    return task_output
 
 
 @dataclass(frozen=True)

@@ -164,6 +164,19 @@ class TaskExecution(TenantOwned):
         help_text="Early cutoff: the earlier completed attempt whose output this one reuses "
         "because its freshly resolved input was the same.",
     )
+    # A worker's claim on a running attempt (executions.leases): renewed while the task runs;
+    # once it expires the reaper presumes the worker lost. Empty for a human task's wait.
+    lease_owner = models.CharField(
+        max_length=200,
+        blank=True,
+        default="",
+        help_text="The worker (host:pid) running this attempt.",
+    )
+    lease_expires_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="When the running worker's lease ends unless it renews it (heartbeat).",
+    )
 
     # Every manual change (API, admin, commands), and bulk stale marking
     # (flowplatform.history.record_history), with who and when; shown in admin.
@@ -190,6 +203,14 @@ class TaskExecution(TenantOwned):
         indexes = [
             models.Index(fields=["organization", "created_at"]),
             models.Index(fields=["organization", "status"]),
+            # Is anything queued or running? (refresh_status, once per finished task)
+            models.Index(fields=["flow_execution", "status"], name="task_execution_fe_status"),
+            # The reaper's search: running attempts by lease expiry, nothing else.
+            models.Index(
+                fields=["lease_expires_at"],
+                condition=models.Q(status="running"),
+                name="task_execution_lease",
+            ),
         ]
 
     def __str__(self) -> str:

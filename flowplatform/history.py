@@ -13,6 +13,8 @@ from typing import Any
 from django.db import connection, models
 from django.utils import timezone
 
+from flowplatform.lookups import any_of_sql
+
 
 def record_history(
     model: type[models.Model], pks: Iterable[Any], *, reason: str, history_type: str = "~"
@@ -26,18 +28,19 @@ def record_history(
     columns = [field.column for field in model._meta.concrete_fields]
     extra = ["history_date", "history_change_reason", "history_type", "history_user_id"]
     now = connection.ops.adapt_datetimefield_value(timezone.now())
-    placeholders = ", ".join(["%s"] * len(pks))
-    pk_column = model._meta.pk.column
     pk_values = [model._meta.pk.get_db_prep_value(pk, connection) for pk in pks]
+    condition, condition_params = any_of_sql(
+        qn(model._meta.pk.column), pk_values, connection.vendor
+    )
     # Only identifiers from the models' metadata are interpolated; values are parameters.
     sql = (
         f"INSERT INTO {qn(historical._meta.db_table)} "  # noqa: S608
         f"({', '.join(qn(c) for c in [*columns, *extra])}) "
         f"SELECT {', '.join(qn(c) for c in columns)}, %s, %s, %s, NULL "
-        f"FROM {qn(model._meta.db_table)} WHERE {qn(pk_column)} IN ({placeholders})"
+        f"FROM {qn(model._meta.db_table)} WHERE {condition}"
     )
     with connection.cursor() as cursor:
-        cursor.execute(sql, [now, reason[:100], history_type, *pk_values])
+        cursor.execute(sql, [now, reason[:100], history_type, *condition_params])
 
 
 def history_user(instance: Any = None, request: Any = None, **kwargs: Any) -> Any:

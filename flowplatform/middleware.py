@@ -5,10 +5,13 @@ from __future__ import annotations
 import contextvars
 import logging
 import re
+import sys
 import uuid
 from collections.abc import Callable
+from typing import Any
 
 from django.core.exceptions import PermissionDenied
+from django.core.signals import got_request_exception
 from django.db import transaction
 from django.http import Http404, HttpRequest, HttpResponse
 from django.urls import reverse
@@ -49,14 +52,32 @@ class RequestIdMiddleware:
         return response
 
 
+def _remember_unhandled_exception(
+    sender: Any, request: HttpRequest | None = None, **kwargs: Any
+) -> None:
+    """got_request_exception: Django is about to answer an exception raised outside a view (in
+    a middleware, e.g. the admin's session lookup when the database is gone) with its own 500
+    page, a traceback when DEBUG is on. Keep the exception so JsonErrorMiddleware answers it."""
+    if request is not None:
+        request.unhandled_exception = sys.exception()
+
+
 class JsonErrorMiddleware:
-    """Turns exceptions that escape a view into the standard error shape, never a traceback."""
+    """Turns exceptions that escape a view or a middleware below this one into the standard
+    error shape (503 when the database is unavailable), never a traceback or an HTML page."""
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
         self.get_response = get_response
+        got_request_exception.connect(
+            _remember_unhandled_exception, dispatch_uid="flowplatform-unhandled-exception"
+        )
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
-        return self.get_response(request)
+        response = self.get_response(request)
+        exception = getattr(request, "unhandled_exception", None)
+        if exception is not None and response.status_code >= 500:
+            return server_error_response(request, exception)
+        return response
 
     def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
         if isinstance(exception, Http404 | PermissionDenied):

@@ -45,6 +45,19 @@ def env_int(name: str, default: int, *, minimum: int = 0) -> int:
     return value
 
 
+def env_float(name: str, default: float, *, minimum: float = 0.0) -> float:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name}={raw!r} is not a number") from None
+    if not value >= minimum or value == float("inf"):
+        raise ImproperlyConfigured(f"{name}={raw!r} must be a finite number of at least {minimum}")
+    return value
+
+
 def env_choice(name: str, default: str, choices: tuple[str, ...]) -> str:
     value = os.environ.get(name, default).strip().lower()
     if value not in choices:
@@ -78,6 +91,12 @@ def database_from_url(url: str) -> dict:
         config.setdefault("OPTIONS", {})
         config["OPTIONS"].setdefault("timeout", 20)
         config["OPTIONS"].setdefault("transaction_mode", "IMMEDIATE")
+        # Write-ahead log: readers never wait for the writer, and a commit is an append, not
+        # an fsync of the database (synchronous=NORMAL is durable across a crash of the
+        # process; a power loss may lose the last commits, never corrupt the file).
+        config["OPTIONS"].setdefault(
+            "init_command", "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL"
+        )
     else:
         raise ImproperlyConfigured(
             f"DATABASE_URL uses an unsupported database ({engine or 'unknown'}); "
@@ -134,12 +153,12 @@ INSTALLED_APPS = [
     "django_filters",
     "drf_spectacular",
     "drf_spectacular_sidecar",
-    "django_tasks_db",
     "simple_history",
     "flowplatform.tenancy",
     "flows",
-    "executions",
+    "executions",  # before django_tasks_db: its db_worker (leases, reaper, graceful stop) wins
     "outputs",
+    "django_tasks_db",
 ]
 
 MIDDLEWARE = [
@@ -241,6 +260,19 @@ FLOWPLATFORM_HTTP_TIMEOUT_SECONDS = env_int("FLOWPLATFORM_HTTP_TIMEOUT_SECONDS",
 if FLOWPLATFORM_HTTP_TIMEOUT_SECONDS > 60:
     raise ImproperlyConfigured("FLOWPLATFORM_HTTP_TIMEOUT_SECONDS must be at most 60")
 
+# Worker faults (executions.leases): a worker's claim on an attempt is a lease it renews every
+# third of FLOWPLATFORM_LEASE_SECONDS while the task runs; the reaper (every db_worker, every
+# FLOWPLATFORM_REAP_INTERVAL_SECONDS, and `manage.py reap_expired`) fails an attempt whose lease
+# expired (its worker was lost) and retries it if retries remain. On SIGTERM a db_worker finishes
+# its current task, waiting at most FLOWPLATFORM_WORKER_SHUTDOWN_SECONDS.
+FLOWPLATFORM_LEASE_SECONDS = env_float("FLOWPLATFORM_LEASE_SECONDS", 60.0, minimum=1.0)
+FLOWPLATFORM_REAP_INTERVAL_SECONDS = env_float(
+    "FLOWPLATFORM_REAP_INTERVAL_SECONDS", 15.0, minimum=0.1
+)
+FLOWPLATFORM_WORKER_SHUTDOWN_SECONDS = env_float(
+    "FLOWPLATFORM_WORKER_SHUTDOWN_SECONDS", 30.0, minimum=0.0
+)
+
 # An API key's last_used_at is written at most this often, so reads do not become writes.
 FLOWPLATFORM_KEY_USAGE_RESOLUTION_SECONDS = 60
 
@@ -248,6 +280,10 @@ FLOWPLATFORM_KEY_USAGE_RESOLUTION_SECONDS = 60
 # for the first request to finish before it is answered 409.
 IDEMPOTENCY_TTL_HOURS = env_int("IDEMPOTENCY_TTL_HOURS", 24, minimum=1)
 IDEMPOTENCY_WAIT_SECONDS = env_int("IDEMPOTENCY_WAIT_SECONDS", 10)
+
+# A transaction PostgreSQL aborts for a deadlock or a serialization failure is run again this
+# many times (flowplatform.dbretry) before the error reaches the client as a 503.
+FLOWPLATFORM_DB_RETRIES = env_int("FLOWPLATFORM_DB_RETRIES", 3)
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["flowplatform.tenancy.authentication.ApiKeyAuthentication"],

@@ -258,6 +258,11 @@ _SPEC_CACHE: OrderedDict[Any, FlowSpec] = OrderedDict()
 _SPEC_CACHE_SIZE = 256
 
 
+def cached_spec(flow_version_id: Any) -> FlowSpec | None:
+    """The FlowSpec of a version already read (spec_for), or None: no query either way."""
+    return _SPEC_CACHE.get(flow_version_id)
+
+
 def spec_for(flow_version: Any) -> FlowSpec:
     """The FlowSpec of a stored FlowVersion; versions are immutable, so it is cached by id."""
     spec = _SPEC_CACHE.get(flow_version.pk)

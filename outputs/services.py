@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections import Counter
 from datetime import datetime
 from typing import Any
 
 from django.db import transaction
+from django.db.models import F, Func, JSONField, OuterRef, Subquery, Value
+from django.db.models.fields.json import KeyTransform
 from django.utils import timezone
 
 from executions.engine import Marked
@@ -124,43 +127,107 @@ def recompute_task_outputs_summary(flow_execution_id: uuid.UUID) -> dict[str, An
     return summary
 
 
-def add_to_task_outputs_summary(task_output: TaskOutput) -> dict[str, Any]:
-    """Fold a newly created output into its flow execution's summary. Three queries.
+class _PatchedSummary(Func):
+    """The summary with its status counts (and, given a task, that task's entry) replaced,
+    computed by the database (jsonb_set / json_set): the summary of a 10,000-task flow is not
+    read into Python, re-sorted and written back for every finished task."""
+
+    output_field = JSONField()
+
+    def __init__(
+        self, counts: dict[str, int], task_name: str | None = None, task_summary: Any = None
+    ) -> None:
+        arguments = [F("task_outputs_summary"), Value(json.dumps(counts))]
+        if task_name is not None:
+            arguments += [Value(task_name), Value(json.dumps(task_summary))]
+        super().__init__(*arguments)
+
+    def as_sql(self, compiler: Any, connection: Any, **extra: Any) -> tuple[str, list]:
+        compiled = [compiler.compile(e) for e in self.get_source_expressions()]
+        (column, column_params), (counts, counts_params), *task = compiled
+        params = [*column_params]
+        if connection.vendor == "postgresql":
+            if task:  # the placeholders in the order they appear
+                (name, name_params), (entry, entry_params) = task
+                column = f"jsonb_set({column}, ARRAY['tasks', {name}]::text[], ({entry})::jsonb)"
+                params += [*name_params, *entry_params]
+            sql = f"jsonb_set({column}, '{{status_counts}}', ({counts})::jsonb)"
+            return sql, [*params, *counts_params]
+        patch = f"'$.status_counts', json({counts})"
+        params += counts_params
+        if task:
+            (name, name_params), (entry, entry_params) = task
+            patch += f", '$.tasks.' || json_quote({name}), json({entry})"
+            params += [*name_params, *entry_params]
+        return f"json_set({column}, {patch})", params
+
+
+def _counts_in_place(counts: Counter) -> dict[str, int]:
+    return dict(sorted((k, v) for k, v in counts.items() if v > 0))
+
+
+def move_status_counts(flow_execution_id: uuid.UUID, source: str, target: str, count: int) -> None:
+    """`count` tasks' current outputs changed status from `source` to `target` (their entries
+    did not change): move them in the summary's counts. Two queries."""
+    if count <= 0:
+        return
+    counts = (
+        FlowExecution.objects.select_for_update(of=("self",))
+        .filter(pk=flow_execution_id, task_outputs_summary__has_keys=["tasks", "status_counts"])
+        .values_list(KeyTransform("status_counts", "task_outputs_summary"), flat=True)
+        .first()
+    )
+    counts = Counter(counts) if isinstance(counts, dict) else None
+    if counts is None or counts[source] < count:
+        recompute_task_outputs_summary(flow_execution_id)  # not in the shape this assumes
+        return
+    counts[source] -= count
+    counts[target] += count
+    FlowExecution.objects.filter(pk=flow_execution_id).update(
+        task_outputs_summary=_PatchedSummary(_counts_in_place(counts)), updated_at=timezone.now()
+    )
+
+
+def add_to_task_outputs_summary(task_output: TaskOutput) -> None:
+    """Fold a newly created output into its flow execution's summary. Two queries.
 
     A new output is its task's newest, so it replaces the task's entry; the status counts move
-    from the task's previous current output to this one. Equivalent to a full recompute, but
-    independent of how many outputs the flow execution has.
+    from the task's previous current output to this one (read with the counts, in the query
+    that locks the row). Equivalent to a full recompute, but
+    independent of how many outputs the flow execution has: only the (small) status counts are
+    read, and the database patches the stored JSON in place.
     """
-    flow_execution = (
-        FlowExecution.objects.select_for_update(of=("self",))
-        .only("task_outputs_summary")
-        .get(pk=task_output.flow_execution_id)
-    )
-    summary = flow_execution.task_outputs_summary
-    if set(summary) != {"tasks", "status_counts"}:
-        return recompute_task_outputs_summary(task_output.flow_execution_id)
-    previous = (
-        TaskOutput.objects.filter(
-            flow_execution_id=task_output.flow_execution_id, task_name=task_output.task_name
-        )
-        .oldest_to_current()
+    flow_execution_id = task_output.flow_execution_id
+    previous_status = (
+        TaskOutput.objects.filter(flow_execution_id=OuterRef("pk"), task_name=task_output.task_name)
+        .exclude(status=FlowExecution.Status.DELETED)
         .exclude(pk=task_output.pk)
-        .values_list("status", flat=True)
-        .last()
+        .order_by("-created_at", "-id")  # the newest non-deleted one: see oldest_to_current
+        .values("status")[:1]
     )
-    counts = Counter(summary["status_counts"])
+    row = (
+        FlowExecution.objects.select_for_update(of=("self",))
+        .filter(pk=flow_execution_id, task_outputs_summary__has_keys=["tasks", "status_counts"])
+        .values_list(
+            KeyTransform("status_counts", "task_outputs_summary"), Subquery(previous_status)
+        )
+        .first()
+    )
+    name = task_output.task_name
+    if row is None or not isinstance(row[0], dict) or '"' in name or "\\" in name:
+        recompute_task_outputs_summary(flow_execution_id)  # not (yet) in the usual shape
+        return
+    counts, previous = row
+    counts = Counter(counts)
     if previous is not None:
         counts[previous] -= 1
     counts[task_output.status] += 1
-    tasks = {**summary["tasks"], task_output.task_name: task_output.summary}
-    summary = {
-        "tasks": dict(sorted(tasks.items())),
-        "status_counts": dict(sorted((k, v) for k, v in counts.items() if v > 0)),
-    }
-    FlowExecution.objects.filter(pk=task_output.flow_execution_id).update(
-        task_outputs_summary=summary, updated_at=timezone.now()
+    FlowExecution.objects.filter(pk=flow_execution_id).update(
+        task_outputs_summary=_PatchedSummary(
+            _counts_in_place(counts), task_output.task_name, task_output.summary
+        ),
+        updated_at=timezone.now(),
     )
-    return summary
 
 
 @transaction.atomic

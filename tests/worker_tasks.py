@@ -15,3 +15,13 @@ def record(input: dict[str, Any]) -> dict[str, Any]:
     finally:
         os.close(fd)
     return {"task": input["task"], "pid": os.getpid()}
+
+
+def slow(input: dict[str, Any]) -> dict[str, Any]:
+    """Log `start <task>`, sleep `seconds`, log `done <task>`: a task a worker can die in."""
+    import time
+
+    record({"task": f"start:{input['task']}", "log": input["log"]})
+    time.sleep(float(input.get("seconds", 1)))
+    record({"task": f"done:{input['task']}", "log": input["log"]})
+    return {"task": input["task"], "pid": os.getpid()}

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import logging
 import uuid
-from contextlib import ExitStack, nullcontext
+from contextlib import nullcontext
 from typing import Any
 
-from django.db import transaction
+from django.db import DatabaseError, InterfaceError, OperationalError, transaction
 from django.db.models import Model, QuerySet
 from rest_framework import viewsets
 from rest_framework.permissions import SAFE_METHODS
@@ -16,7 +16,7 @@ from rest_framework.response import Response
 from rest_framework.routers import SimpleRouter
 from rest_framework.serializers import Serializer
 
-from flowplatform import rls
+from flowplatform import dbretry, rls
 from flowplatform.api.serializers import correction_reason
 from flowplatform.exceptions import FLOW_EXECUTION_NOT_FOUND, NotFound
 from flowplatform.idempotency import IdempotentWritesMixin
@@ -36,28 +36,90 @@ class TenantViewSet(IdempotentWritesMixin, viewsets.GenericViewSet):
 
     not_found_message = "Not found."
     lookup_value_regex = "[^/]+"
-    _scoped = False
+    _scoped = False  # the handler is running in a transaction of ours
     _committed = False
+    _handler_done = False  # the handler returned: what failed after it was the commit
 
     def dispatch(self, request: Any, *args: Any, **kwargs: Any) -> Any:
-        """Runs the handler in one transaction scoped to the caller's organization (row-level
-        security, flowplatform.rls), rolled back if the answer is an error; the
-        Idempotency-Key's response is stored after it commits."""
-        self._scope = ExitStack()
+        """DRF's APIView.dispatch, with the handler in a transaction of its own (run_handler):
+        authentication and the Idempotency-Key claim happen once; the handler's transaction,
+        scoped to the caller's organization (row-level security, flowplatform.rls), is run
+        again from its start when PostgreSQL aborts it for a deadlock or a serialization
+        failure (flowplatform.dbretry; FLOWPLATFORM_DB_RETRIES times, then the 503). The
+        Idempotency-Key's response is stored once, after the transaction that did the work."""
+        self.args = args
+        self.kwargs = kwargs
+        request = self.initialize_request(request, *args, **kwargs)
+        self.request = request
+        self.headers = self.default_response_headers
         jobs_before = jobs_run_here()
         try:
-            with self._scope:
-                response = super().dispatch(request, *args, **kwargs)
+            try:
+                self.initial(request, *args, **kwargs)  # authenticates, claims an Idempotency-Key
+                handler = self.http_method_not_allowed
+                if request.method.lower() in self.http_method_names:
+                    handler = getattr(self, request.method.lower(), handler)
+                response = dbretry.retrying(
+                    lambda: self.run_handler(handler, request, *args, **kwargs),
+                    what=f"{request.method} {request.path}",
+                )
+            except Exception as exc:
+                if (
+                    self._handler_done
+                    and not self._committed
+                    and isinstance(exc, OperationalError | InterfaceError)
+                    and not dbretry.is_retryable(exc)
+                ):
+                    # The commit itself failed (say the connection broke): it may have landed.
+                    # The key stays claimed, as for a process that died mid-request, so a retry
+                    # with it cannot do the work twice; it expires with IDEMPOTENCY_TTL.
+                    logger.warning("the outcome of %s %s is unknown", request.method, request.path)
+                    self.idempotency_record = None
+                response = self.handle_exception(exc)
+            self.response = self.finalize_response(request, response, *args, **kwargs)
         except BaseException:
             if not self._committed:  # the work did not happen: a retry with the key may do it
                 self.release_idempotency_key()
             raise
         if jobs_run_here() != jobs_before:
             try:
-                self.refresh_response(response)
+                self.refresh_response(self.response)
             except Exception:  # the answer as of the commit is still true; keep it
                 logger.exception("re-reading the answer after the request's jobs failed")
-        self.settle_idempotency_key(response)
+        try:
+            self.settle_idempotency_key(self.response)
+        except DatabaseError:
+            if not self._committed:
+                raise
+            # The work committed: answer it. The key stays claimed (a retry is told so).
+            logger.exception("storing the Idempotency-Key's answer failed after the commit")
+        return self.response
+
+    def run_handler(self, handler: Any, request: Request, *args: Any, **kwargs: Any) -> Any:
+        """One run of the handler in one transaction, rolled back if the answer is an error.
+
+        A deadlock or serialization failure is raised instead of answered, so that `dispatch`
+        runs this again: the transaction was rolled back, and with it the jobs it would have
+        enqueued on commit. Nothing raised here follows a commit (the jobs' on-commit hooks are
+        robust: a failing job is logged), so a retry never repeats committed work. SQLite has
+        no row-level security: a read there needs no transaction (nor its write lock).
+        """
+        scope = rls.tenant_scope(self.organization, read_only=request.method in SAFE_METHODS)
+        self._handler_done = False
+        with scope:
+            self._scoped = not isinstance(scope, nullcontext)
+            if self._scoped:  # the first hook after the commit: whatever fails later, it happened
+                transaction.on_commit(lambda: setattr(self, "_committed", True))
+            try:
+                response = handler(request, *args, **kwargs)
+            except Exception as exc:
+                if self._scoped and dbretry.is_retryable(exc):
+                    raise
+                response = self.handle_exception(exc)
+            finally:
+                scoped, self._scoped = self._scoped, False
+            # What fails from here on is the commit (a rolled-back answer commits nothing).
+            self._handler_done = scoped and not transaction.get_rollback()
         return response
 
     def refresh_response(self, response: Any) -> None:
@@ -74,15 +136,6 @@ class TenantViewSet(IdempotentWritesMixin, viewsets.GenericViewSet):
                 return
             fresh = self.get_serializer(record).data
         response.data = {**data, **{name: fresh[name] for name in data if name in fresh}}
-
-    def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
-        super().initial(request, *args, **kwargs)  # authenticates, claims an Idempotency-Key
-        # SQLite has no row-level security: a read needs no transaction (nor its write lock).
-        scope = rls.tenant_scope(self.organization, read_only=request.method in SAFE_METHODS)
-        self._scope.enter_context(scope)
-        self._scoped = not isinstance(scope, nullcontext)  # a transaction of our own
-        if self._scoped:  # the first hook after the commit: whatever fails later, it happened
-            transaction.on_commit(lambda: setattr(self, "_committed", True))
 
     def handle_exception(self, exc: Exception) -> Any:
         response = super().handle_exception(exc)

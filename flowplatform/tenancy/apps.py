@@ -10,6 +10,7 @@ class TenancyConfig(AppConfig):
     def ready(self) -> None:
         from django.core.checks import Tags, register
 
+        from flowplatform import lookups  # noqa: F401  (registers the `__any_of` lookup)
         from flowplatform.api import schema  # noqa: F401  (the Bearer key scheme's description)
         from flowplatform.rls import bypass_for_migrations, check_database_role, grant_to_app_role
 

@@ -1,0 +1,100 @@
+"""`python -m bench {propagation,api,growth,all} [options]` — see bench/README.md.
+
+Each benchmark prints its results as JSON on stdout (progress goes to stderr) and writes
+bench/results/NAME.json, NAME.md and NAME.png. None of it runs in the test suite.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from bench import procs
+
+BENCHMARKS = ("propagation", "api", "growth")
+
+
+def _sizes(text: str) -> list[int]:
+    return [int(part.replace("_", "").replace(",", "")) for part in text.split(",") if part]
+
+
+def _names(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
+    p.add_argument("benchmark", choices=[*BENCHMARKS, "all"])
+    p.add_argument("--quick", action="store_true",
+                   help="smaller: propagation 100 and 1,000 tasks, growth up to 1,000, "
+                        "api 10 s per endpoint")  # fmt: skip
+    p.add_argument("--sizes", type=_sizes, help="task counts, e.g. 100,1000 (propagation, growth)")
+    p.add_argument("--shapes", type=_names,
+                   help="chain,fanout,layered (propagation: default all; growth: the first, "
+                        "default layered)")  # fmt: skip
+    p.add_argument("--modes", type=_names,
+                   help="embedded (SQLite, jobs in process), workers (PostgreSQL, two db_workers), "
+                        "pg (PostgreSQL, jobs in process); default: propagation "
+                        "embedded,workers, growth pg")  # fmt: skip
+    p.add_argument("--timeout", type=float, default=1800,
+                   help="seconds before one run (one mode, shape and size) is killed "
+                        "(default 1800)")  # fmt: skip
+    p.add_argument(
+        "--profile",
+        action="store_true",
+        help="profile each run with pyinstrument: var/bench/profiles/*.html",
+    )
+    p.add_argument("--users", type=int, default=10, help="api: locust users (default 10)")
+    p.add_argument("--duration", type=int, help="api: seconds per endpoint (default 20)")
+    p.add_argument("--gunicorn-workers", type=int, help="api: default 2 x cores + 1")
+    p.add_argument(
+        "--seed-executions",
+        type=int,
+        default=40,
+        help="api: runs of the 30-task flow to read and correct (default 40)",
+    )
+    p.add_argument(
+        "--keep-databases",
+        action="store_true",
+        help="leave the flowplatform_bench_* PostgreSQL databases for inspection",
+    )
+    p.add_argument("--out", type=Path, help="write NAME.json/md/png here (default bench/results)")
+    p.add_argument("--no-readme", action="store_true",
+                   help="do not copy the tables into bench/README.md")  # fmt: skip
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    cli = parser()
+    options = cli.parse_args(argv)
+    from bench.dags import SHAPES
+
+    if options.shapes and not set(options.shapes) <= set(SHAPES):
+        cli.error(f"--shapes: choose from {', '.join(SHAPES)}")
+    if options.modes and not set(options.modes) <= {"embedded", "workers", "pg"}:
+        cli.error("--modes: choose from embedded, workers, pg")
+    procs.install_handlers()
+    if options.out:
+        from bench import common
+
+        common.RESULTS = options.out
+    names = BENCHMARKS if options.benchmark == "all" else (options.benchmark,)
+    failed = False
+    for name in names:
+        module: Any = __import__(f"bench.{name}", fromlist=["run"])
+        try:
+            payload = module.run(options)
+        except Exception as exc:
+            if len(names) == 1:
+                raise
+            print(f"[bench] {name} failed: {exc!r}", file=sys.stderr)
+            failed = True
+            continue
+        failed = failed or any("error" in row for row in payload["results"])
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
