@@ -1004,7 +1004,7 @@ def _waiting_on_others(
     flow_execution: FlowExecution, spec: FlowSpec, task: str, children: Iterable[str]
 ) -> set[str]:
     """The `children` of `task` that another of their upstream tasks keeps from being ready:
-    its latest attempt is queued or running (that task's own finish will consider them).
+    it has a queued or running attempt (that attempt's finish will consider them).
 
     No query when no child has other parents. Otherwise one query reads a few of the flow
     execution's live attempts (indexed, stops early): in a fan-in of 10,000 the first of
@@ -1014,14 +1014,9 @@ def _waiting_on_others(
     others = {c: set(spec.tasks[c].upstream) - {task} for c in children}
     if not any(others.values()):
         return set()
-    newer = TaskExecution.objects.filter(
-        flow_execution=OuterRef("flow_execution"),
-        task_name=OuterRef("task_name"),
-        task_execution_idx__gt=OuterRef("task_execution_idx"),
-    )
-    live = TaskExecution.objects.filter(flow_execution=flow_execution, status__in=LIVE).exclude(
-        Exists(newer)
-    )
+    # A live attempt is its task's latest (a task gets a new attempt only once its latest is
+    # stale, deleted or failed); no anti-join here, whose plan depends on fresh statistics.
+    live = TaskExecution.objects.filter(flow_execution=flow_execution, status__in=LIVE)
     sample = set(live.values_list("task_name", flat=True)[: _LIVE_SAMPLE + 1])
     waiting = {c for c, parents in others.items() if parents & sample}
     if len(sample) <= _LIVE_SAMPLE:
