@@ -851,6 +851,19 @@ def _uses_job_rows() -> bool:
     return settings.TASKS["default"]["BACKEND"].startswith("django_tasks_db.")
 
 
+def _running_jobs(limit: int | None = None, **conditions: Any) -> dict[Any, str | None]:
+    """django-tasks-db's RUNNING run_task_attempt jobs matching `conditions`: job id → the id
+    of the attempt it runs (its first argument)."""
+    from django_tasks_db.models import DBTaskResult
+
+    from executions.jobs import run_task_attempt
+
+    jobs = DBTaskResult.objects.filter(
+        status=TaskResultStatus.RUNNING, task_path=run_task_attempt.module_path, **conditions
+    ).values_list("id", "args_kwargs")
+    return {job_id: (args.get("args") or [None])[0] for job_id, args in jobs[:limit]}
+
+
 def requeue_stranded_jobs(limit: int = 1000) -> int:
     """django-tasks-db jobs a worker claimed but died before claiming their attempt (a window
     of milliseconds; SIGKILL, a lost machine): RUNNING for longer than a lease while their
@@ -861,17 +874,8 @@ def requeue_stranded_jobs(limit: int = 1000) -> int:
         return 0
     from django_tasks_db.models import DBTaskResult
 
-    from executions.jobs import run_task_attempt
-
     cutoff = timezone.now() - timedelta(seconds=leases.lease_seconds())
-    jobs = {
-        job_id: (args_kwargs.get("args") or [None])[0]
-        for job_id, args_kwargs in DBTaskResult.objects.filter(
-            status=TaskResultStatus.RUNNING,
-            started_at__lt=cutoff,
-            task_path=run_task_attempt.module_path,
-        ).values_list("id", "args_kwargs")[:limit]
-    }
+    jobs = _running_jobs(limit, started_at__lt=cutoff)
     if not jobs:
         return 0
     with rls.lookup():  # ids only: is each job's attempt still waiting?
@@ -898,8 +902,7 @@ def _fail_lost_jobs(attempt_ids: list[uuid.UUID]) -> None:
     from django_tasks_db.models import DBTaskResult
 
     ids = {str(a) for a in attempt_ids}
-    running = DBTaskResult.objects.filter(status=TaskResultStatus.RUNNING).only("id", "args_kwargs")
-    lost = [job.pk for job in running if (job.args_kwargs.get("args") or [None])[0] in ids]
+    lost = [job_id for job_id, attempt_id in _running_jobs().items() if attempt_id in ids]
     if lost:
         DBTaskResult.objects.filter(pk__in=lost, status=TaskResultStatus.RUNNING).update(
             status=TaskResultStatus.FAILED,
@@ -933,7 +936,7 @@ def _record_failure(attempt: TaskExecution, error_type: str, message: str) -> No
     except Exception:
         logger.exception("recording the failure of attempt %s failed", attempt.pk)
         with rls.tenant_scope(attempt.organization_id):
-            flow_execution = _lock_for_worker(attempt.flow_execution_id)
+            _lock_for_worker(attempt.flow_execution_id)  # the lock order: flow execution first
             TaskExecution.objects.filter(pk=attempt.pk, status=Status.RUNNING).update(
                 status=Status.FAILED,
                 error={"type": error_type, "message": "the error could not be recorded"},

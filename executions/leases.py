@@ -69,7 +69,6 @@ class _Heartbeat:
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self._pid = 0
-        self.beats = 0  # renewals made, for tests and logs
 
     @contextmanager
     def hold(self, attempt_id: uuid.UUID, organization_id: uuid.UUID, owner: str) -> Iterator[None]:
@@ -96,8 +95,9 @@ class _Heartbeat:
                 )
                 self._thread.start()
 
-    def held(self) -> set[uuid.UUID]:
-        return set(self._held.copy())
+    def holding(self) -> bool:
+        """Lock-free: a signal handler asks."""
+        return bool(self._held)
 
     def _run(self) -> None:
         while True:
@@ -126,7 +126,6 @@ class _Heartbeat:
                 renewed += TaskExecution.objects.filter(
                     pk__in=ids, status=TaskExecution.Status.RUNNING, lease_owner=owner
                 ).update(lease_expires_at=expiry())
-        self.beats += 1
         return renewed
 
 
@@ -134,6 +133,5 @@ heartbeat = _Heartbeat()
 
 
 def holding() -> bool:
-    """Does this process hold a lease right now (is an executor running here)? Lock-free: a
-    signal handler asks."""
-    return bool(heartbeat._held)
+    """Does this process hold a lease right now (is an executor running here)?"""
+    return heartbeat.holding()

@@ -162,8 +162,33 @@ class _PatchedSummary(Func):
         return f"json_set({column}, {patch})", params
 
 
-def _counts_in_place(counts: Counter) -> dict[str, int]:
-    return dict(sorted((k, v) for k, v in counts.items() if v > 0))
+def _locked_counts(flow_execution_id: uuid.UUID, *also: Any) -> tuple | None:
+    """Lock the flow execution's row and read its summary's status counts (a Counter), with
+    the values of `also` (expressions over the row) in the same query; None when the summary
+    is not in its usual shape (the caller then recomputes it)."""
+    row = (
+        FlowExecution.objects.select_for_update(of=("self",))
+        .filter(pk=flow_execution_id, task_outputs_summary__has_keys=["tasks", "status_counts"])
+        .values_list(KeyTransform("status_counts", "task_outputs_summary"), *also)
+        .first()
+    )
+    if row is None or not isinstance(row[0], dict):
+        return None
+    return (Counter(row[0]), *row[1:])
+
+
+def _save_counts(
+    flow_execution_id: uuid.UUID,
+    counts: Counter,
+    task_name: str | None = None,
+    task_summary: Any = None,
+) -> None:
+    """Store `counts` (and, given a task, its summary entry) in the summary, in place."""
+    counts_in_place = dict(sorted((k, v) for k, v in counts.items() if v > 0))
+    FlowExecution.objects.filter(pk=flow_execution_id).update(
+        task_outputs_summary=_PatchedSummary(counts_in_place, task_name, task_summary),
+        updated_at=timezone.now(),
+    )
 
 
 def move_status_counts(flow_execution_id: uuid.UUID, source: str, target: str, count: int) -> None:
@@ -171,21 +196,14 @@ def move_status_counts(flow_execution_id: uuid.UUID, source: str, target: str, c
     did not change): move them in the summary's counts. Two queries."""
     if count <= 0:
         return
-    counts = (
-        FlowExecution.objects.select_for_update(of=("self",))
-        .filter(pk=flow_execution_id, task_outputs_summary__has_keys=["tasks", "status_counts"])
-        .values_list(KeyTransform("status_counts", "task_outputs_summary"), flat=True)
-        .first()
-    )
-    counts = Counter(counts) if isinstance(counts, dict) else None
-    if counts is None or counts[source] < count:
+    locked = _locked_counts(flow_execution_id)
+    if locked is None or locked[0][source] < count:
         recompute_task_outputs_summary(flow_execution_id)  # not in the shape this assumes
         return
+    (counts,) = locked
     counts[source] -= count
     counts[target] += count
-    FlowExecution.objects.filter(pk=flow_execution_id).update(
-        task_outputs_summary=_PatchedSummary(_counts_in_place(counts)), updated_at=timezone.now()
-    )
+    _save_counts(flow_execution_id, counts)
 
 
 def add_to_task_outputs_summary(task_output: TaskOutput) -> None:
@@ -193,41 +211,28 @@ def add_to_task_outputs_summary(task_output: TaskOutput) -> None:
 
     A new output is its task's newest, so it replaces the task's entry; the status counts move
     from the task's previous current output to this one (read with the counts, in the query
-    that locks the row). Equivalent to a full recompute, but
-    independent of how many outputs the flow execution has: only the (small) status counts are
-    read, and the database patches the stored JSON in place.
+    that locks the row). Equivalent to a full recompute, but independent of how many outputs
+    the flow execution has: only the (small) status counts are read, and the database patches
+    the stored JSON in place.
     """
     flow_execution_id = task_output.flow_execution_id
     previous_status = (
         TaskOutput.objects.filter(flow_execution_id=OuterRef("pk"), task_name=task_output.task_name)
-        .exclude(status=FlowExecution.Status.DELETED)
         .exclude(pk=task_output.pk)
-        .order_by("-created_at", "-id")  # the newest non-deleted one: see oldest_to_current
+        .oldest_to_current()
+        .reverse()  # the current one first
         .values("status")[:1]
     )
-    row = (
-        FlowExecution.objects.select_for_update(of=("self",))
-        .filter(pk=flow_execution_id, task_outputs_summary__has_keys=["tasks", "status_counts"])
-        .values_list(
-            KeyTransform("status_counts", "task_outputs_summary"), Subquery(previous_status)
-        )
-        .first()
-    )
+    locked = _locked_counts(flow_execution_id, Subquery(previous_status))
     name = task_output.task_name
-    if row is None or not isinstance(row[0], dict) or '"' in name or "\\" in name:
+    if locked is None or '"' in name or "\\" in name:
         recompute_task_outputs_summary(flow_execution_id)  # not (yet) in the usual shape
         return
-    counts, previous = row
-    counts = Counter(counts)
+    counts, previous = locked
     if previous is not None:
         counts[previous] -= 1
     counts[task_output.status] += 1
-    FlowExecution.objects.filter(pk=flow_execution_id).update(
-        task_outputs_summary=_PatchedSummary(
-            _counts_in_place(counts), task_output.task_name, task_output.summary
-        ),
-        updated_at=timezone.now(),
-    )
+    _save_counts(flow_execution_id, counts, name, task_output.summary)
 
 
 @transaction.atomic
