@@ -1,8 +1,9 @@
 """Admin for flow executions, task executions and corrections.
 
 Operators correct a task execution here exactly as through PUT /task-executions/{id}: the
-change form's save calls executions.services.correct_task_execution (transition rules,
-optimistic lock, stale marking, optional re-execution, a Correction with source `admin`).
+change form's save calls executions.corrections.task_executions.correct_task_execution
+(transition rules, optimistic lock, stale marking, optional re-execution, a Correction with
+source `admin`).
 """
 
 from __future__ import annotations
@@ -21,8 +22,10 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 from simple_history.admin import SimpleHistoryAdmin
 
-from executions import engine, services
+from executions import selectors, services
+from executions.corrections import task_executions
 from executions.dag_svg import render_dag_svg
+from executions.engine import staleness
 from executions.models import Correction, FlowExecution, TaskExecution
 from flowplatform.admin import (
     ReadOnlyModelAdmin,
@@ -74,7 +77,7 @@ class FlowExecutionAdmin(TenantAdmin):
     @admin.display(description="DAG (latest attempt of each task)")
     def dag(self, obj: FlowExecution) -> str:
         spec = spec_for(obj.flow_version)
-        latest = engine.latest_attempts(obj)
+        latest = selectors.latest_attempts(obj)
         return mark_safe(  # noqa: S308 - render_dag_svg escapes every name and value
             '<div style="overflow:auto;max-width:100%">'
             + render_dag_svg(
@@ -168,7 +171,7 @@ class TaskExecutionCorrectionForm(forms.ModelForm):
             raise forms.ValidationError("The form is missing its version; reload it.") from None
         stored = TaskExecution.objects.get(pk=self.instance.pk)
         try:  # the same checks as PUT, without writing anything
-            self.preview = services.preview_correction(stored, **self.correction_kwargs())
+            self.preview = task_executions.preview_correction(stored, **self.correction_kwargs())
         except ConcurrentUpdate:
             raise forms.ValidationError(
                 "Someone changed this task execution since you opened it (it was modified at "
@@ -241,12 +244,8 @@ class TaskExecutionAdmin(ScopedHistoryMixin, SimpleHistoryAdmin, TenantAdmin):
         if obj.task_name not in spec.tasks:
             return "-"
         downstream = spec.dag.descendants(obj.task_name)
-        latest = engine.latest_attempts(obj.flow_execution, downstream)
-        stale = [
-            name
-            for name in spec.dag.in_order(latest)
-            if latest[name].status in (*engine.LIVE, "completed", "failed")
-        ]
+        latest = selectors.latest_attempts(obj.flow_execution, downstream)
+        stale = staleness.stale_candidates(spec, latest)
         items = format_html_join(
             "",
             '<li><a href="{}">{}</a> ({})</li>',
@@ -280,7 +279,7 @@ class TaskExecutionAdmin(ScopedHistoryMixin, SimpleHistoryAdmin, TenantAdmin):
         stored = TaskExecution.objects.get(pk=obj.pk)
         kwargs = form.correction_kwargs()
         try:
-            result = services.correct_task_execution(
+            result = task_executions.correct_task_execution(
                 stored, preview_token=form.preview.preview_token, **kwargs
             )
         except DomainError as exc:  # something changed between validation and save

@@ -1,18 +1,112 @@
-"""django.tasks entry points. Each job is one task attempt; the engine does the work."""
+"""django.tasks entry points and the queue: one job per queued attempt, enqueued only after the
+transaction that created the attempt commits, and the repairs of django-tasks-db's job rows that
+lost workers leave behind."""
 
 from __future__ import annotations
 
+import logging
 import uuid
+from datetime import timedelta
+from typing import Any
 
+from django.conf import settings
+from django.db import transaction
 from django.tasks import task
+from django.tasks.base import TaskResultStatus
+from django.utils import timezone
+from django_tasks_db.models import DBTaskResult
 
-from executions import engine
+from executions import leases
+from executions.models import TaskExecution
+from flowplatform import rls
+
+logger = logging.getLogger("flowplatform.engine")
 
 
 @task()
 def run_task_attempt(task_execution_id: str, organization_id: str | None = None) -> None:
     """Run one queued attempt, in transactions scoped to its organization (row-level
     security). Jobs enqueued before the organization was passed find it themselves."""
-    engine.run_attempt(
+    # The job is an edge that calls up into the engine (the usual Django job pattern); imported
+    # here because the engine enqueues this job, so a module-level import would be a cycle.
+    from executions.engine import worker
+
+    worker.run_attempt(
         uuid.UUID(task_execution_id), uuid.UUID(organization_id) if organization_id else None
     )
+
+
+def enqueue_after_commit(organization_id: uuid.UUID, attempt_ids: list[uuid.UUID]) -> None:
+    """A job for each attempt once the current transaction commits (none if it rolls back).
+    Robust hooks: one that fails (say the queue's insert) is logged and the others still run;
+    the committed work is not reported as failed."""
+    org = str(organization_id)
+    for attempt_id in attempt_ids:
+        transaction.on_commit(
+            lambda a=attempt_id: run_task_attempt.enqueue(str(a), org), robust=True
+        )
+
+
+# Repairs of django-tasks-db's job rows ---------------------------------------------------------
+
+
+def uses_job_rows() -> bool:
+    return settings.TASKS["default"]["BACKEND"].startswith("django_tasks_db.")
+
+
+def _running_jobs(limit: int | None = None, **conditions: Any) -> dict[Any, str | None]:
+    """django-tasks-db's RUNNING run_task_attempt jobs matching `conditions`: job id → the id
+    of the attempt it runs (its first argument)."""
+    jobs = DBTaskResult.objects.filter(
+        status=TaskResultStatus.RUNNING, task_path=run_task_attempt.module_path, **conditions
+    ).values_list("id", "args_kwargs")
+    return {job_id: (args.get("args") or [None])[0] for job_id, args in jobs[:limit]}
+
+
+def requeue_stranded_jobs(limit: int = 1000) -> int:
+    """django-tasks-db jobs a worker claimed but died before claiming their attempt (a window
+    of milliseconds; SIGKILL, a lost machine): RUNNING for longer than a lease while their
+    attempt is still queued. Nothing would ever run that attempt: the job goes back to READY
+    for another worker (running it twice is harmless: the attempt's claim is a
+    compare-and-set). Returns how many."""
+    if not uses_job_rows():
+        return 0
+    cutoff = timezone.now() - timedelta(seconds=leases.lease_seconds())
+    jobs = _running_jobs(limit, started_at__lt=cutoff)
+    if not jobs:
+        return 0
+    with rls.lookup():  # ids only: is each job's attempt still waiting?
+        waiting = {
+            str(pk)
+            for pk in TaskExecution.objects.filter(
+                pk__any_of=[a for a in jobs.values() if a], status=TaskExecution.Status.QUEUED
+            ).values_list("pk", flat=True)
+        }
+    stranded = [job_id for job_id, attempt_id in jobs.items() if attempt_id in waiting]
+    if stranded:
+        requeue(stranded)
+        logger.warning("re-queued %d job(s) whose worker died before claiming", len(stranded))
+    return len(stranded)
+
+
+def requeue(job_ids: list[Any]) -> int:
+    """Put RUNNING job rows back to READY for any worker to take."""
+    return DBTaskResult.objects.filter(pk__in=job_ids, status=TaskResultStatus.RUNNING).update(
+        status=TaskResultStatus.READY
+    )
+
+
+def fail_lost_jobs(attempt_ids: list[uuid.UUID]) -> None:
+    """The lost worker's django-tasks-db job rows stay RUNNING forever otherwise: mark them
+    failed too, so the queue's own view (its admin, prune_db_task_results) agrees."""
+    if not uses_job_rows():
+        return
+    ids = {str(a) for a in attempt_ids}
+    lost = [job_id for job_id, attempt_id in _running_jobs().items() if attempt_id in ids]
+    if lost:
+        DBTaskResult.objects.filter(pk__in=lost, status=TaskResultStatus.RUNNING).update(
+            status=TaskResultStatus.FAILED,
+            finished_at=timezone.now(),
+            exception_class_path=leases.WORKER_LOST_PATH,
+            traceback="The worker running this job was lost (its lease expired).",
+        )

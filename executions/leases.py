@@ -4,7 +4,7 @@ A worker claims an attempt (queued → running) with a lease: `lease_owner` (thi
 host:pid) and `lease_expires_at` (database time + FLOWPLATFORM_LEASE_SECONDS). While the
 executor runs, one heartbeat thread per process renews the leases this process holds every
 third of that time. A worker that dies (SIGKILL, a lost machine) stops renewing; once its lease
-has expired the reaper (engine.reap_expired: every db_worker runs it periodically, and
+has expired the reaper (engine.reaper.reap_expired: every db_worker runs it periodically, and
 `manage.py reap_expired`) fails the attempt as lost and starts the next one if retries remain.
 
 Database time (`Now()`) on both sides, so workers on several machines need no clock agreement.
@@ -37,6 +37,15 @@ class WorkerStopped(BaseException):
 
     A BaseException, like KeyboardInterrupt: a task's own `except Exception:` must not take
     the stop for one of its errors and carry on (or even record a result)."""
+
+
+class WorkerLost(Exception):
+    """What the reaper records for an attempt whose worker stopped renewing its lease: its
+    error type, and the exception of the lost worker's django-tasks-db job row."""
+
+
+WORKER_LOST = WorkerLost.__name__
+WORKER_LOST_PATH = f"{WorkerLost.__module__}.{WorkerLost.__qualname__}"
 
 
 def worker_identity() -> str:

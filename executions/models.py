@@ -42,6 +42,9 @@ class StaleReason(models.TextChoices):
 
 
 class FlowExecution(TenantOwned):
+    """One run of a pinned flow version. Its status is derived from its attempts
+    (executions.engine.status) and written only through executions.transitions."""
+
     Status = FlowExecutionStatus
 
     flow = models.ForeignKey(Flow, on_delete=models.PROTECT, related_name="executions")
@@ -87,7 +90,12 @@ class FlowExecution(TenantOwned):
 
 
 class TaskExecution(TenantOwned):
-    """One attempt of one task. Attempts are never overwritten: a re-run adds idx+1."""
+    """One attempt of one task. Attempts are never overwritten: a re-run adds idx+1.
+
+    Its status changes only through executions.transitions, which holds the moves people may
+    make (API, admin, commands) and the engine's own (claim, complete, fail, reap, go stale,
+    cancel, reuse).
+    """
 
     Status = TaskExecutionStatus
 
@@ -126,7 +134,7 @@ class TaskExecution(TenantOwned):
         help_text="When the attempt last became completed; kept when it later goes stale, so "
         "early cutoff can find the task's previous completed attempt.",
     )
-    # Why the attempt went stale (set with the status; see executions.engine.StaleCause).
+    # Why the attempt went stale (set with the status; see executions.engine.staleness).
     stale_reason = models.CharField(
         max_length=32, choices=StaleReason.choices, blank=True, default=""
     )
@@ -215,25 +223,6 @@ class TaskExecution(TenantOwned):
 
     def __str__(self) -> str:
         return f"{self.task_name}#{self.task_execution_idx}"
-
-
-# Allowed status changes of a task execution, whoever makes them (API, admin, commands, engine).
-# completed → completed is a corrected output; failed → completed a person supplying the right
-# one. queued → completed is allowed only for human tasks (see allowed_transition).
-TASK_EXECUTION_TRANSITIONS: dict[str, frozenset[str]] = {
-    TaskExecutionStatus.QUEUED: frozenset({"running", "deleted"}),
-    TaskExecutionStatus.RUNNING: frozenset({"completed", "failed", "deleted"}),
-    TaskExecutionStatus.COMPLETED: frozenset({"completed", "stale", "deleted"}),
-    TaskExecutionStatus.FAILED: frozenset({"completed", "stale", "deleted"}),
-    TaskExecutionStatus.STALE: frozenset({"deleted"}),
-    TaskExecutionStatus.DELETED: frozenset({"deleted"}),
-}
-
-
-def allowed_transition(current: str, requested: str, *, human_task: bool = False) -> bool:
-    if human_task and current == TaskExecutionStatus.QUEUED and requested == "completed":
-        return True
-    return requested in TASK_EXECUTION_TRANSITIONS.get(current, frozenset())
 
 
 class Correction(TenantOwned):

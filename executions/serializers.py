@@ -7,7 +7,7 @@ from typing import Any
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from executions.models import Correction, FlowExecution, StaleReason, TaskExecution
+from executions.models import FlowExecution, StaleReason, TaskExecution
 from flowplatform.api.serializers import (
     QueryBooleanField,
     StrictSerializer,
@@ -40,21 +40,6 @@ UPDATED_AT_LOCK_HELP = (
     "Optimistic lock: send the updated_at you read. If the stored value differs, the update is "
     "refused with 409 and the current record. Omit it for last-write-wins."
 )
-
-
-REASON_READ_HELP = "Why, in the words of the person who made it; null if none was given."
-
-
-class BlankAsNullField(serializers.CharField):
-    def to_representation(self, value: str) -> str | None:
-        return value or None
-
-
-class StartedAttemptSerializer(serializers.Serializer):
-    id = serializers.UUIDField()
-    task_name = serializers.CharField()
-    task_execution_idx = serializers.IntegerField()
-    reused_from = serializers.UUIDField(allow_null=True)
 
 
 class FlowExecutionSerializer(serializers.ModelSerializer):
@@ -330,89 +315,3 @@ class ReexecuteQuerySerializer(serializers.Serializer):
         if "only" in data and "task" in data:
             raise serializers.ValidationError({"task": ["cannot be combined with only"]})
         return data
-
-
-class CorrectionSerializer(serializers.ModelSerializer):
-    """A correction: who changed which task's result, when, why, and what that did."""
-
-    organization_id = serializers.UUIDField(read_only=True)
-    flow_execution_id = serializers.UUIDField(read_only=True)
-    task_execution_id = serializers.UUIDField(
-        read_only=True,
-        allow_null=True,
-        help_text="The corrected attempt (for a task output change, the task's latest attempt).",
-    )
-    task_output_id = serializers.UUIDField(
-        read_only=True,
-        allow_null=True,
-        help_text="The task output it published (a task execution correction), created, edited "
-        "or deleted.",
-    )
-    source = serializers.ChoiceField(
-        choices=Correction.Source.choices, read_only=True, help_text="api, admin or command."
-    )
-    operation = serializers.ChoiceField(
-        choices=Correction.Operation.choices,
-        read_only=True,
-        help_text="What was changed: a task execution (PUT/PATCH), or a task output "
-        "(POST superseding the current one, PUT/PATCH, DELETE).",
-    )
-    modified_by = serializers.CharField(read_only=True, help_text="Who made the correction.")
-    reason = BlankAsNullField(read_only=True, allow_null=True, help_text=REASON_READ_HELP)
-    before = serializers.JSONField(
-        read_only=True,
-        allow_null=True,
-        help_text="Task execution corrections: the attempt's status, output and error, and the "
-        "task's summary in the flow execution's task_outputs_summary, before the change. Task "
-        "output corrections: the task's current output (task_output_id, status, output, summary, "
-        "tags) before the change; null if it had none.",
-    )
-    after = serializers.JSONField(
-        read_only=True, allow_null=True, help_text="The same, after the change."
-    )
-    stale_tasks = serializers.ListField(
-        child=serializers.CharField(),
-        read_only=True,
-        help_text="The tasks it made stale, in dependency order.",
-    )
-    execute_flow = serializers.BooleanField(
-        read_only=True, help_text="Whether it re-executed the stale tasks."
-    )
-    started_attempts = serializers.SerializerMethodField(
-        help_text="Attempts its re-execution created, as they were created (also later ones, as "
-        "upstream tasks completed); `reused_from` is set on those early cutoff reused."
-    )
-
-    class Meta:
-        model = Correction
-        fields = [
-            "id",
-            "organization_id",
-            "flow_execution_id",
-            "task_name",
-            "task_execution_id",
-            "task_output_id",
-            "source",
-            "operation",
-            "modified_by",
-            "reason",
-            "before",
-            "after",
-            "stale_tasks",
-            "execute_flow",
-            "started_attempts",
-            "created_at",
-        ]
-        read_only_fields = fields
-
-    @extend_schema_field(StartedAttemptSerializer(many=True))
-    def get_started_attempts(self, correction: Correction) -> list[dict[str, Any]]:
-        return [
-            {
-                "id": attempt.id,
-                "task_name": attempt.task_name,
-                "task_execution_idx": attempt.task_execution_idx,
-                "reused_from": attempt.reused_from_id,
-            }
-            for attempt in correction.started_attempts.all()
-        ]

@@ -12,6 +12,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from executions import services
+from executions.correction_serializers import CorrectionSerializer
+from executions.corrections import preview, task_executions
 from executions.filters import (
     CorrectionFilterSet,
     FlowExecutionFilterSet,
@@ -20,7 +22,6 @@ from executions.filters import (
 from executions.models import Correction, FlowExecution, TaskExecution
 from executions.serializers import (
     CorrectionResponseSerializer,
-    CorrectionSerializer,
     ExecuteFlowQuerySerializer,
     FlowExecutionCreateSerializer,
     FlowExecutionSerializer,
@@ -102,7 +103,7 @@ class FlowExecutionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, Ten
         return Response(self.get_serializer(flow_execution).data, status=status.HTTP_202_ACCEPTED)
 
 
-def correction_response(result: services.CorrectionResult) -> dict[str, Any]:
+def correction_response(result: task_executions.CorrectionResult) -> dict[str, Any]:
     record = result.task_execution
     record.stale_tasks = result.stale_tasks
     record.started_tasks = [attempt.task_name for attempt in result.started]
@@ -192,14 +193,16 @@ class TaskExecutionViewSet(
             **self.split_update(request, partial),
         }
         correction = (
-            services.preview_correction
+            task_executions.preview_correction
             if query.validated_data["dry_run"]
-            else services.correct_task_execution
+            else task_executions.correct_task_execution
         )
         try:
             result = correction(task_execution, **kwargs)
-        except services.PreviewOutdated as exc:
-            fresh = services.preview_correction(task_execution, **{**kwargs, "preview_token": None})
+        except preview.PreviewOutdated as exc:
+            fresh = task_executions.preview_correction(
+                task_execution, **{**kwargs, "preview_token": None}
+            )
             exc.details = {"preview": correction_response(fresh)}
             raise
         return Response(correction_response(result))

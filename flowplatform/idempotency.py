@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 import time
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
@@ -23,13 +23,11 @@ from django.utils import timezone
 from rest_framework.request import Request
 
 from flowplatform import rls
-from flowplatform.api.serializers import REASON_HEADER
 from flowplatform.canonical import fingerprint
 from flowplatform.exceptions import Conflict, InvalidInput
+from flowplatform.headers import IDEMPOTENCY_HEADER, REASON_HEADER, REPLAYED_HEADER
 from flowplatform.tenancy.models import IdempotencyKey, Organization
 
-IDEMPOTENCY_HEADER = "Idempotency-Key"
-REPLAYED_HEADER = "Idempotent-Replayed"
 IDEMPOTENT_METHODS = frozenset({"POST", "PUT", "PATCH"})
 KEY_PATTERN = re.compile(r"[\x20-\x7e]{1,255}")  # printable ASCII
 POLL_SECONDS = 0.05
@@ -169,12 +167,6 @@ def replay_response(record: IdempotencyKey) -> HttpResponse:
         del response["Content-Type"]
     response[REPLAYED_HEADER] = "true"
     return response
-
-
-def purge_expired_keys(now: datetime | None = None) -> int:
-    """Delete every expired key; returns how many. Expired keys are never replayed anyway."""
-    deleted, _ = IdempotencyKey.objects.filter(expires_at__lte=now or timezone.now()).delete()
-    return deleted
 
 
 class Replay(Exception):

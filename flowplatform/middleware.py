@@ -19,8 +19,8 @@ from django.urls import reverse
 from flowplatform import rls
 from flowplatform.admin import organization_ids as admin_organization_ids
 from flowplatform.api.errors import error_response, server_error_response
+from flowplatform.headers import REQUEST_ID_HEADER
 
-REQUEST_ID_HEADER = "X-Request-ID"
 # A client-supplied id is echoed into logs and headers, so only a short, plain token is honoured.
 _SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:\-]{0,127}$")
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from django.db.models import Model
 
-from flowplatform.exceptions import ConcurrentUpdate, InvalidInput, InvalidTransition
+from flowplatform.exceptions import ConcurrentUpdate, InvalidInput
 
 
 def _same(stored: Any, supplied: Any) -> bool:
@@ -47,22 +47,6 @@ def check_unchanged_since(record: Model, expected_updated_at: datetime | None) -
         )
 
 
-def apply_update(
-    record: Model,
-    *,
-    mutable_fields: tuple[str, ...],
-    changes: dict[str, Any],
-    identity: dict[str, Any],
-    expected_updated_at: datetime | None,
-    actor: str,
-) -> tuple[Model, dict[str, Any]]:
-    """lock_for_update, then apply_changes; returns the saved record and the old values."""
-    record = lock_for_update(record, identity=identity, expected_updated_at=expected_updated_at)
-    return record, apply_changes(
-        record, mutable_fields=mutable_fields, changes=changes, actor=actor
-    )
-
-
 def lock_for_update(
     record: Model, *, identity: dict[str, Any], expected_updated_at: datetime | None
 ) -> Model:
@@ -79,16 +63,14 @@ def apply_changes(
 ) -> dict[str, Any]:
     """Apply `changes` to a locked record and save; return the values they replaced.
 
-    A soft-deleted record (status `deleted`) stays deleted: it can be read, never revived.
+    A status is never among them: its moves have rules of their own (executions.transitions),
+    applied to the record before this saves it.
     """
     read_only = sorted(set(changes) - set(mutable_fields))
     if read_only:
         raise InvalidInput(
             [(("body", name), "cannot be changed", "read_only") for name in read_only]
         )
-    new_status = changes.get("status", record.status)
-    if record.status == "deleted" and new_status != record.status:
-        raise InvalidTransition(record.status, new_status)
     before = {name: getattr(record, name) for name in changes}
     for name, value in changes.items():
         setattr(record, name, value)

@@ -6,6 +6,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, Spec
 
 from executions.views import CorrectionViewSet, FlowExecutionViewSet, TaskExecutionViewSet
 from flowplatform import health
+from flowplatform.api import schema  # noqa: F401  (registers the Bearer key scheme's description)
 from flowplatform.api.views import Router
 from flowplatform.middleware import not_found_view
 from flows.views import FlowViewSet

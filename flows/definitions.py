@@ -10,6 +10,7 @@ from typing import Any
 import yaml
 from django.conf import settings
 
+from flowplatform import tasktypes
 from flowplatform.exceptions import InvalidInput
 from flows.dag import CycleError, Dag
 from flows.expressions import ExpressionError, expressions_in, referenced_tasks
@@ -118,8 +119,6 @@ def validate_definition(parsed: dict[str, Any], *, check_configs: bool = True) -
     version was checked when it was saved, and executors check their allow-lists again at run
     time.
     """
-    from executions.executors import executors  # task types live with the engine
-
     problems = _Problems()
     for key in sorted(set(parsed) - FLOW_KEYS):
         problems.add((key,), f"unknown key '{key}' (allowed: {', '.join(sorted(FLOW_KEYS))})")
@@ -132,7 +131,7 @@ def validate_definition(parsed: dict[str, Any], *, check_configs: bool = True) -
         problems.add(("tasks",), f"{len(tasks)} tasks is more than the limit of {limit}")
         problems.raise_if_any()
 
-    registry = executors()
+    registry = tasktypes.task_types()
     declared = {
         t.get("name") for t in tasks if isinstance(t, dict) and isinstance(t.get("name"), str)
     }

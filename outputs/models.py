@@ -2,9 +2,10 @@
 
 Signals: saving or deleting a TaskOutput (post_save / post_delete, connected in
 outputs.signals) updates its flow execution's `task_outputs_summary` in the same transaction:
-a new output is folded in (outputs.services.add_to_task_outputs_summary, constant work); an
-edit or delete recomputes it (recompute_task_outputs_summary). Queryset
-`.update()` / `.delete()` bypass them; services always save row by row or recompute themselves.
+a new output is folded in (outputs.summary.add_to_task_outputs_summary, constant work); an
+edit or delete recomputes it (recompute_task_outputs_summary). Queryset `.update()` /
+`.bulk_create()` bypass them; the code that uses them updates the summary itself (listed in
+outputs.summary). Its status changes only through executions.transitions.
 """
 
 from __future__ import annotations

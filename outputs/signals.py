@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.db.models.signals import post_delete, post_save
 
 from outputs.models import TaskOutput
-from outputs.services import add_to_task_outputs_summary, recompute_task_outputs_summary
+from outputs.summary import add_to_task_outputs_summary, recompute_task_outputs_summary
 
 
 def on_task_output_saved(

@@ -9,9 +9,9 @@ from rest_framework import mixins, status
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from executions.corrections import task_outputs
 from flowplatform.api.serializers import REASON_HEADER_PARAMETER, correction_reason
 from flowplatform.api.views import RecordWriteMixin, TenantViewSet
-from outputs import services
 from outputs.filters import TaskOutputFilterSet
 from outputs.models import TaskOutput
 from outputs.serializers import (
@@ -70,13 +70,13 @@ class TaskOutputViewSet(
     not_found_message = "Task output not found"
 
     def create_record(self, organization: Any, *, actor: str, **fields: Any) -> Any:
-        return services.create_task_output(organization, actor=actor, **fields)
+        return task_outputs.create_task_output(organization, actor=actor, **fields)
 
     def update_record(self, record: TaskOutput, **kwargs: Any) -> TaskOutput:
-        return services.update_task_output(record, **kwargs)
+        return task_outputs.update_task_output(record, **kwargs)
 
     def destroy(self, request: Request, pk: str) -> Response:
-        services.delete_task_output(
+        task_outputs.delete_task_output(
             self.get_object(),
             actor=request.user.actor,
             reason=correction_reason(request, None),

@@ -13,9 +13,10 @@ from django.test.utils import CaptureQueriesContext
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from executions.corrections.task_executions import correct_task_execution
 from executions.models import FlowExecution, TaskExecution
 from executions.selectors import freshness_violations, is_settled
-from executions.services import correct_task_execution, create_flow_execution
+from executions.services import create_flow_execution
 from flows.services import create_flow
 from outputs.models import TaskOutput
 from tests.test_engine import CALLS, attempts, latest

@@ -454,9 +454,9 @@ def test_a_database_failure_in_a_middleware_is_a_503_never_a_debug_page(
 def fail_on_commit(monkeypatch: pytest.MonkeyPatch, *, landed: bool) -> list[str]:
     """The commit that ends the correction's request fails: before it reached the database
     (`landed` False), or after the database committed (its acknowledgement was lost)."""
-    from executions import services
+    from executions.corrections import task_executions
 
-    real_correct, real_commit = services.correct_task_execution, connection._commit
+    real_correct, real_commit = task_executions.correct_task_execution, connection._commit
     armed: list[str] = []
     fired: list[str] = []
 
@@ -473,14 +473,14 @@ def fail_on_commit(monkeypatch: pytest.MonkeyPatch, *, landed: bool) -> list[str
             real_commit()
         raise OperationalError(GONE)
 
-    monkeypatch.setattr(services, "correct_task_execution", correct)
+    monkeypatch.setattr(task_executions, "correct_task_execution", correct)
     monkeypatch.setattr(connection, "_commit", commit)
     return fired
 
 
 def fail_in(monkeypatch: pytest.MonkeyPatch, stage: str) -> None:
     """The database goes away at `stage` of a PUT with an Idempotency-Key."""
-    from executions import services
+    from executions.corrections import task_executions
     from flowplatform import idempotency
     from flowplatform.tenancy import authentication
 
@@ -489,13 +489,15 @@ def fail_in(monkeypatch: pytest.MonkeyPatch, stage: str) -> None:
     elif stage == "idempotency claim":
         monkeypatch.setattr(idempotency, "claim_key", gone)
     elif stage in ("handler", "handler and key release"):
-        real = services.correct_task_execution
+        real = task_executions.correct_task_execution
 
         def correct_then_lose_the_connection(*args: Any, **kwargs: Any) -> Any:
             real(*args, **kwargs)
             raise OperationalError(GONE)
 
-        monkeypatch.setattr(services, "correct_task_execution", correct_then_lose_the_connection)
+        monkeypatch.setattr(
+            task_executions, "correct_task_execution", correct_then_lose_the_connection
+        )
         if stage == "handler and key release":
             monkeypatch.setattr(idempotency, "release_key", gone)
     elif stage == "commit":

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
-from executions import engine
+from executions.engine import worker
 from executions.executors import Executor, ExecutorResult
 from executions.models import FlowExecution, TaskExecution
 from outputs.models import TaskOutput
@@ -302,9 +302,9 @@ def test_a_cancelled_attempt_that_finishes_late_changes_nothing(tenant):
     before = list(TaskExecution.objects.order_by("id").values())
     outputs_before = TaskOutput.objects.count()
 
-    assert engine.finish(a, ExecutorResult({"late": True})) is False
-    assert engine.finish(a, error={"type": "Boom", "message": "late"}) is False
-    engine.run_attempt(a.pk)  # a duplicate job for an attempt that is not queued
+    assert worker.finish(a, ExecutorResult({"late": True})) is False
+    assert worker.finish(a, error={"type": "Boom", "message": "late"}) is False
+    worker.run_attempt(a.pk)  # a duplicate job for an attempt that is not queued
 
     assert list(TaskExecution.objects.order_by("id").values()) == before
     assert TaskOutput.objects.count() == outputs_before

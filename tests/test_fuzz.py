@@ -38,8 +38,9 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
+from executions.corrections.task_executions import correct_task_execution
 from executions.models import Correction, FlowExecution, TaskExecution
-from executions.services import correct_task_execution, start_flow_execution
+from executions.services import start_flow_execution
 from flowplatform.tenancy.models import Organization
 from flowplatform.tenancy.services import create_api_key, create_organization
 from flows.models import Flow

@@ -17,10 +17,12 @@ from typing import Any
 
 import pytest
 
-from executions import engine
+from executions.engine import planning, publishing
+from executions.engine import status as flow_status
 from executions.models import Correction, FlowExecution, TaskExecution
+from flowplatform import history
 from flows.services import create_flow
-from outputs import services as output_services
+from outputs import summary
 from outputs.models import TaskOutput
 from tests.conftest import tenant_tables
 
@@ -183,18 +185,18 @@ def correction(
 # (target, name, caller, after): where the correction path fails.
 CORRECTION_FAULTS = {
     # between marking stale and creating the new attempts: schedule did its work, then failed
-    "schedule after mark_stale": (engine, "schedule", "propagate_new_output", True),
+    "schedule after mark_stale": (planning, "schedule", "propagate_new_output", True),
     # after the dependents' attempts and outputs were marked stale: the summary's counts
     "summary counts in mark_stale": (
-        output_services,
+        summary,
         "move_status_counts",
         "_mark_outputs_stale",
         True,
     ),
     # in mark_stale, right after its first UPDATE
-    "mark_stale after its first update": (engine, "record_history", "mark_stale", False),
+    "mark_stale after its first update": (history, "record_history", "mark_stale", False),
     # the very end: the flow execution's status after everything else was written
-    "status after propagation": (engine, "refresh_status", "propagate_new_output", True),
+    "status after propagation": (flow_status, "refresh_status", "propagate_new_output", True),
 }
 
 
@@ -247,23 +249,23 @@ def test_a_correction_that_fails_half_way_leaves_nothing_and_its_retry_works_onc
 
 
 @pytest.mark.parametrize(
-    ("query", "caller", "name", "rerun"),
+    ("query", "caller", "owner", "name", "rerun"),
     [
         # the whole flow: every attempt marked stale, then the new ones created, then failure
-        ("", "reexecute", "schedule", ["count", "extract", "report", "side"]),
+        ("", "reexecute", planning, "schedule", ["count", "extract", "report", "side"]),
         # one task and its dependents, failing at the very end (the flow's status)
-        ("?task=count", "reexecute", "refresh_status", ["count", "report"]),
+        ("?task=count", "reexecute", flow_status, "refresh_status", ["count", "report"]),
     ],
     ids=["whole_flow", "one_task"],
 )
 def test_a_reexecution_that_fails_half_way_leaves_nothing_and_its_retry_works_once(
-    tenant, monkeypatch, query, caller, name, rerun
+    tenant, monkeypatch, query, caller, owner, name, rerun
 ):
     flow_execution = start(tenant)
     key = str(uuid.uuid4())
     url = f"/flow-executions/{flow_execution.pk}/execute{query}"
     tenant.client.get(f"/flow-executions/{flow_execution.pk}")  # the key's last use is recorded
-    fired = inject(monkeypatch, engine, name, caller=caller)
+    fired = inject(monkeypatch, owner, name, caller=caller)
 
     retried, _ = fails_then_succeeds_once(lambda: tenant.client.post(url, HTTP_IDEMPOTENCY_KEY=key))
 
@@ -277,7 +279,7 @@ def test_a_reexecution_that_fails_half_way_leaves_nothing_and_its_retry_works_on
     assert attempts(flow_execution) == expected
 
 
-# A worker finishing an attempt: engine.run_attempt → engine.finish ---------------------------
+# A worker finishing an attempt: worker.run_attempt → worker.finish ---------------------------
 
 
 def test_a_worker_failing_after_publishing_the_output_records_the_attempt_failed(
@@ -285,7 +287,7 @@ def test_a_worker_failing_after_publishing_the_output_records_the_attempt_failed
 ):
     """finish() published the output, then failed: its transaction is rolled back (no output,
     no completed attempt, no dependents started) and the attempt is recorded failed."""
-    fired = inject(monkeypatch, engine, "publish_output", caller="finish")
+    fired = inject(monkeypatch, publishing, "publish_output", caller="finish")
 
     flow_execution = start(tenant)
 
@@ -304,7 +306,7 @@ def test_a_worker_failing_after_publishing_the_output_records_the_attempt_failed
 def test_a_worker_failing_after_publishing_the_output_retries_and_publishes_once(
     tenant, monkeypatch
 ):
-    fired = inject(monkeypatch, engine, "publish_output", caller="finish")
+    fired = inject(monkeypatch, publishing, "publish_output", caller="finish")
 
     flow_execution = start(tenant, extract_retries=1)
 
@@ -324,8 +326,8 @@ def test_a_worker_failing_after_publishing_the_output_retries_and_publishes_once
 def fail_to_record_the_failure(tenant: Any, monkeypatch: pytest.MonkeyPatch) -> FlowExecution:
     """finish() fails after publishing, and recording the failure fails too (retry() raises),
     so run_attempt falls back to a bare update of the attempt. No other job runs after it."""
-    published = inject(monkeypatch, engine, "publish_output", caller="finish")
-    retried = inject(monkeypatch, engine, "retry", caller="finish", after=False)
+    published = inject(monkeypatch, publishing, "publish_output", caller="finish")
+    retried = inject(monkeypatch, planning, "retry", caller="finish", after=False)
     flow_execution = start(tenant, extract_retries=1, side=False)
     assert published, "the injected failure after publishing did not happen"
     assert retried, "the injected failure while recording the failure did not happen"

@@ -16,7 +16,8 @@ from django.core.management import call_command
 from django.db import connection
 from django.utils import timezone
 
-from executions import engine, leases
+from executions import jobs, leases
+from executions.engine import reaper, worker
 from executions.executors import ExecutorResult
 from executions.models import FlowExecution, TaskExecution
 from executions.selectors import freshness_violations
@@ -62,13 +63,13 @@ def stranded(tenant: Any, retries: int = 1, expired: bool = True) -> FlowExecuti
     """A flow execution whose task `a` a worker claimed and then vanished: running, with a
     lease that ran out a second ago (or still runs for a minute)."""
     flow = create_flow(tenant.org, name="f", definition=definition(retries), actor="t")
-    enqueue = engine.enqueue_after_commit
-    engine.enqueue_after_commit = lambda *args: None  # nobody runs the job: the worker died
+    enqueue = jobs.enqueue_after_commit
+    jobs.enqueue_after_commit = lambda *args: None  # nobody runs the job: the worker died
     try:
         with rls.tenant_scope(tenant.org.pk):
             fe = start_flow_execution(tenant.org, flow_id=flow.id, input="x", actor="t")
     finally:
-        engine.enqueue_after_commit = enqueue
+        jobs.enqueue_after_commit = enqueue
     offset = timedelta(seconds=-1 if expired else 60)
     TaskExecution.objects.filter(flow_execution=fe, task_name="a").update(
         status="running", lease_owner="lost-host:4242", lease_expires_at=timezone.now() + offset
@@ -109,7 +110,7 @@ def test_a_worker_holds_a_lease_while_the_task_runs_and_releases_it(tenant, sett
 
 def test_the_reaper_fails_a_lost_workers_attempt_and_the_retry_completes_the_flow(tenant):
     fe = stranded(tenant, retries=1)
-    reaped = engine.reap_expired()
+    reaped = reaper.reap_expired()
     assert [(r.task_name, r.idx, r.lease_owner) for r in reaped] == [("a", 0, "lost-host:4242")]
     lost, retried = history(fe)
     assert lost.status == "failed"
@@ -125,7 +126,7 @@ def test_the_reaper_fails_a_lost_workers_attempt_and_the_retry_completes_the_flo
 
 def test_without_retries_left_the_flow_execution_fails_and_says_why(tenant):
     fe = stranded(tenant, retries=0)
-    [reaped] = engine.reap_expired()
+    [reaped] = reaper.reap_expired()
     assert reaped.retry_id is None
     [lost] = history(fe)
     assert (lost.status, lost.error["type"]) == ("failed", "WorkerLost")
@@ -146,7 +147,7 @@ def test_live_leases_human_waits_and_queued_attempts_are_not_reaped(tenant):
         human = start_flow_execution(tenant.org, flow_id=flow.id, actor="t")
     queued = tenant.task_execution(tenant.flow_execution(), status="queued")
     before = {a.pk: a.status for a in TaskExecution.objects.all()}
-    assert engine.reap_expired() == []
+    assert reaper.reap_expired() == []
     assert {a.pk: a.status for a in TaskExecution.objects.all()} == before
     assert history(live)[0].status == "running"
     assert TaskExecution.objects.get(flow_execution=human).status == "running"
@@ -156,9 +157,9 @@ def test_live_leases_human_waits_and_queued_attempts_are_not_reaped(tenant):
 def test_a_slow_worker_that_was_reaped_changes_nothing_when_it_finishes(tenant):
     fe = stranded(tenant, retries=0)
     attempt = history(fe)[0]
-    engine.reap_expired()
+    reaper.reap_expired()
     with rls.tenant_scope(tenant.org.pk):
-        assert engine.finish(attempt, ExecutorResult("late", None)) is False
+        assert worker.finish(attempt, ExecutorResult("late", None)) is False
     [lost] = history(fe)
     assert (lost.status, lost.output) == ("failed", None)
 
@@ -177,7 +178,7 @@ def test_the_heartbeat_renews_only_running_attempts_its_process_owns(tenant, oth
     theirs.refresh_from_db()
     assert mine.lease_expires_at > timezone.now()  # renewed: no longer expired
     assert theirs.lease_expires_at < timezone.now()  # another worker's lease: untouched
-    assert [r.attempt_id for r in engine.reap_expired()] == [theirs.pk]
+    assert [r.attempt_id for r in reaper.reap_expired()] == [theirs.pk]
 
 
 def test_reap_expired_command_lists_in_a_dry_run_then_reaps(tenant):
@@ -207,7 +208,7 @@ def test_reapers_racing_on_one_attempt_retry_it_once(tenant):
     def reap() -> None:
         try:
             barrier.wait(timeout=10)
-            results.append(len(engine.reap_expired()))
+            results.append(len(reaper.reap_expired()))
         finally:
             connection.close()
 

@@ -26,7 +26,9 @@ from django.core.management import call_command
 from django.db import IntegrityError, OperationalError, connection, transaction
 from rest_framework.test import APIClient
 
-from executions import engine, services
+from executions import locking, selectors, transitions
+from executions.corrections import task_executions
+from executions.engine import staleness, worker
 from executions.models import Correction, FlowExecution, TaskExecution
 from executions.selectors import freshness_violations, is_settled
 from flowplatform import dbretry
@@ -177,8 +179,8 @@ def test_retrying_inside_an_open_transaction_runs_once() -> None:
 @pytest.fixture
 def jobs(monkeypatch: pytest.MonkeyPatch) -> Counted:
     """Every job the embedded backend runs (one per queued attempt)."""
-    counted = Counted(engine.run_attempt)
-    monkeypatch.setattr(engine, "run_attempt", counted)
+    counted = Counted(worker.run_attempt)
+    monkeypatch.setattr(worker, "run_attempt", counted)
     return counted
 
 
@@ -186,11 +188,11 @@ def inject(where: str, faults: Faults, monkeypatch: pytest.MonkeyPatch) -> None:
     """`handler`: the correction's stale marking deadlocks, after the Correction row, the saved
     attempt and its published output were written. `commit`: the request's COMMIT fails."""
     if where == "handler":
-        monkeypatch.setattr(engine, "mark_stale", faults.wrap(engine.mark_stale))
+        monkeypatch.setattr(staleness, "mark_stale", faults.wrap(staleness.mark_stale))
         return
     armed = threading.Event()
     real_commit = connection.commit
-    real_correct = services.correct_task_execution
+    real_correct = task_executions.correct_task_execution
 
     def correct_then_arm(*args: Any, **kwargs: Any) -> Any:
         result = real_correct(*args, **kwargs)
@@ -205,7 +207,7 @@ def inject(where: str, faults: Faults, monkeypatch: pytest.MonkeyPatch) -> None:
             raise deadlock()
         real_commit()
 
-    monkeypatch.setattr(services, "correct_task_execution", correct_then_arm)
+    monkeypatch.setattr(task_executions, "correct_task_execution", correct_then_arm)
     monkeypatch.setattr(connection, "commit", commit)
 
 
@@ -332,7 +334,7 @@ def test_a_real_deadlock_between_two_corrections_is_retried_and_both_apply(
     records = [current_attempt(tenant.client, fe, "total") for fe in ids]
     barrier = threading.Barrier(2)
     local = threading.local()
-    lock_for_write = services.get_flow_execution_for_write
+    lock_for_write = locking.flow_execution_for_write
 
     def lock_then_cross(organization: Any, flow_execution_id: Any) -> FlowExecution:
         locked = lock_for_write(organization, flow_execution_id)
@@ -340,10 +342,10 @@ def test_a_real_deadlock_between_two_corrections_is_retried_and_both_apply(
             local.crossed = True
             barrier.wait(timeout=10)  # both hold their own flow execution's row lock
             other = ids[1] if str(locked.pk) == ids[0] else ids[0]
-            engine.lock_flow_execution(uuid.UUID(other))  # each waits for the other
+            locking.lock_flow_execution(uuid.UUID(other))  # each waits for the other
         return locked
 
-    monkeypatch.setattr(services, "get_flow_execution_for_write", lock_then_cross)
+    monkeypatch.setattr(locking, "flow_execution_for_write", lock_then_cross)
     statuses: dict[int, int] = {}
 
     def correct(index: int) -> None:
@@ -634,7 +636,7 @@ def test_many_clients_correcting_and_reading_the_same_flow_executions(tenant: Te
             last = recorded.filter(task_execution=latest[task]).order_by("created_at").last()
             if last is not None:
                 assert latest[task].output == last.after["output"]
-                current = engine.current_outputs(
+                current = selectors.current_outputs(
                     FlowExecution.objects.get(pk=flow_execution_id), [task]
                 )
                 assert current[task] == last.after["output"]
@@ -644,7 +646,7 @@ def test_many_clients_correcting_and_reading_the_same_flow_executions(tenant: Te
             flow_execution_id=flow_execution_id
         ).values_list("task_name", "task_execution_idx", "status"):
             indexes[name].append(idx)
-            assert status not in engine.LIVE
+            assert status not in transitions.LIVE
         for name, idxs in indexes.items():
             assert sorted(idxs) == list(range(len(idxs))), (name, idxs)
         # The freshness invariant holds.

@@ -14,7 +14,7 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.utils import timezone
 
-from executions import engine, services
+from executions import locking, services
 from executions.management.commands.reexecute_stale import duration
 from executions.models import Correction, FlowExecution, TaskExecution
 from flows.models import Flow, FlowVersion
@@ -291,14 +291,14 @@ def test_reexecute_stale_skips_an_execution_no_longer_stale_when_its_turn_comes(
     tenant, monkeypatch
 ):
     first, second = stale_execution(tenant, 1), stale_execution(tenant, 2)
-    real = engine.lock_flow_execution
+    real = locking.lock_flow_execution
 
     def lock(flow_execution_id: uuid.UUID) -> FlowExecution:
         if str(flow_execution_id) == second:  # somebody re-ran it after the command listed it
             FlowExecution.objects.filter(pk=second).update(status=FlowExecution.Status.COMPLETED)
         return real(flow_execution_id)
 
-    monkeypatch.setattr(engine, "lock_flow_execution", lock)
+    monkeypatch.setattr(locking, "lock_flow_execution", lock)
     out = call("reexecute_stale")
 
     assert f"{second} (acme/" in out

@@ -379,36 +379,33 @@ def test_commands_run_under_row_level_security(two_orgs, strict_rls, tmp_path):
 
 
 def test_a_job_whose_definition_cannot_be_loaded_fails_its_attempt(tenant, strict_rls, monkeypatch):
-    from executions import engine
+    from executions.engine import worker
+    from tests.helpers.faults import make_definition_unloadable
 
     flow = api(tenant, "post", "/flows", {"name": "chain", "definition": CHAIN})
     execution = api(tenant, "post", "/flow-executions", {"flow_id": flow["id"]})
     with rls.tenant_scope(tenant.org):
         attempt = TaskExecution.objects.get(flow_execution_id=execution["id"], task_name="c")
         TaskExecution.objects.filter(pk=attempt.pk).update(status="queued", output=None)
-
-    def unloadable(version: Any) -> Any:
-        raise ValueError("definition no longer valid")
-
-    monkeypatch.setattr(engine, "spec_for", unloadable)
-    engine.run_attempt(attempt.pk, tenant.org.pk)
+        make_definition_unloadable(attempt.flow_execution.flow_version_id)
+    worker.run_attempt(attempt.pk, tenant.org.pk)
     with rls.tenant_scope(tenant.org):
         attempt.refresh_from_db()
     assert attempt.status == "failed"  # not left queued with no job to run it
     # finish() needs the definition too, so the bare fallback records it
-    assert attempt.error["type"] == "ValueError"
+    assert attempt.error["type"] == "InvalidInput"
 
 
 def test_a_job_enqueued_without_its_organization_still_runs(tenant, strict_rls):
-    from executions import engine
+    from executions.engine import worker
 
     flow = api(tenant, "post", "/flows", {"name": "chain", "definition": CHAIN})
     execution = api(tenant, "post", "/flow-executions", {"flow_id": flow["id"]})
     with rls.tenant_scope(tenant.org):
         attempt = TaskExecution.objects.get(flow_execution_id=execution["id"], task_name="a")
         TaskExecution.objects.filter(pk=attempt.pk).update(status="queued", output=None)
-    engine.run_attempt(attempt.pk)  # as a job from before organization ids were passed
+    worker.run_attempt(attempt.pk)  # as a job from before organization ids were passed
     with rls.tenant_scope(tenant.org):
         attempt.refresh_from_db()
     assert attempt.status == "completed"
-    assert engine.run_attempt(uuid.uuid4()) is None  # a vanished attempt is nothing to do
+    assert worker.run_attempt(uuid.uuid4()) is None  # a vanished attempt is nothing to do

@@ -80,7 +80,7 @@ def test_summaries_of_other_flow_executions_are_untouched(tenant):
 
 
 def test_summary_recompute_is_a_bounded_number_of_queries(tenant, django_assert_max_num_queries):
-    from outputs.services import recompute_task_outputs_summary
+    from outputs.summary import recompute_task_outputs_summary
 
     fe = tenant.flow_execution()
     for index in range(30):

@@ -4,7 +4,6 @@ that swallows exceptions, a flow execution the reaper cannot load. (Each was a d
 
 from __future__ import annotations
 
-import contextlib
 import threading
 import uuid
 from typing import Any
@@ -13,7 +12,8 @@ import pytest
 import yaml
 from django.db import OperationalError
 
-from executions import engine, leases
+from executions import leases
+from executions.engine import reaper
 from executions.management.commands.db_worker import Worker
 from executions.models import TaskExecution
 from executions.services import start_flow_execution
@@ -100,7 +100,7 @@ def test_a_database_blip_between_the_job_claim_and_the_attempt_claim_does_not_or
     worker().run()  # survives the outage, then (batch) exits: nothing is ready any more
     monkeypatch.undo()
 
-    engine.reap_expired()  # the database is back; the reaper runs
+    reaper.reap_expired()  # the database is back; the reaper runs
     attempt = TaskExecution.objects.get(flow_execution=fe)
     job_alive = DBTaskResult.objects.filter(
         status__in=["READY"], args_kwargs__args__0=str(attempt.pk)
@@ -121,7 +121,7 @@ def test_the_reaper_does_not_fail_an_attempt_whose_lease_was_renewed_after_it_lo
 
     fe = stranded(tenant, retries=0)
     attempt = TaskExecution.objects.get(flow_execution=fe, task_name="a")
-    real_now = engine.timezone.now
+    real_now = reaper.timezone.now
 
     class Clock:
         renewed = False
@@ -133,8 +133,8 @@ def test_the_reaper_does_not_fail_an_attempt_whose_lease_was_renewed_after_it_lo
                 leases.heartbeat.renew({attempt.pk: (tenant.org.pk, "lost-host:4242")})
             return real_now()
 
-    monkeypatch.setattr(engine, "timezone", Clock)
-    engine.reap_expired()
+    monkeypatch.setattr(reaper, "timezone", Clock)
+    reaper.reap_expired()
     monkeypatch.undo()
     attempt.refresh_from_db()
     assert attempt.status == "running", attempt.error
@@ -174,20 +174,13 @@ def test_one_flow_execution_that_cannot_be_reaped_does_not_block_every_other(
     """One flow execution whose definition no longer loads (e.g. a task type whose executor
     was removed from FLOWPLATFORM_EXECUTORS) must not stop the pass: it comes first in every
     pass (oldest expiry first), so no other lease in any organization would be reaped."""
+    from tests.helpers.faults import make_definition_unloadable
     from tests.test_leases import stranded
 
     poison = stranded(tenant)  # its lease expired first
     healthy = stranded(other_tenant)
-    real_spec_for = engine.spec_for
-
-    def spec_for(flow_version: Any) -> Any:
-        if flow_version.pk == poison.flow_version_id:
-            raise ValueError("unknown task type 'removed-plugin'")
-        return real_spec_for(flow_version)
-
-    monkeypatch.setattr(engine, "spec_for", spec_for)
-    with contextlib.suppress(ValueError):  # the reaper thread logs it; next round: the same
-        engine.reap_expired()
+    make_definition_unloadable(poison.flow_version_id)
+    reaper.reap_expired()
     attempt = TaskExecution.objects.get(flow_execution=healthy, task_name="a", task_execution_idx=0)
     assert attempt.status == "failed", "the healthy flow execution's lost attempt was not reaped"
 
@@ -219,7 +212,7 @@ def test_a_job_whose_worker_died_before_claiming_its_attempt_is_queued_again(ten
     DBTaskResult.objects.filter(pk=job_a.pk).update(status="RUNNING", started_at=long_ago)
     DBTaskResult.objects.filter(pk=job_b.pk).update(status="RUNNING", started_at=timezone.now())
 
-    engine.reap_expired()
+    reaper.reap_expired()
 
     assert DBTaskResult.objects.get(pk=job_a.pk).status == "READY"  # another worker runs it
     assert DBTaskResult.objects.get(pk=job_b.pk).status == "RUNNING"  # may still claim it

@@ -7,7 +7,8 @@ from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse
 from rest_framework import serializers
 
-from flowplatform.idempotency import IDEMPOTENCY_HEADER, IDEMPOTENT_METHODS, REPLAYED_HEADER
+from flowplatform.headers import IDEMPOTENCY_HEADER, REPLAYED_HEADER
+from flowplatform.idempotency import IDEMPOTENT_METHODS
 
 
 class ErrorDetailSerializer(serializers.Serializer):

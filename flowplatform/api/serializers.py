@@ -10,6 +10,7 @@ from rest_framework import serializers
 from rest_framework.request import Request
 
 from flowplatform.api.errors import RequestValidationError
+from flowplatform.headers import REASON_HEADER
 
 # The spellings a query-string boolean may take; anything else is an error, never a guess.
 QUERY_BOOLEANS: dict[str, bool] = {"true": True, "1": True, "false": False, "0": False}
@@ -141,7 +142,6 @@ def modified_by_field(**kwargs: Any) -> serializers.CharField:
     )
 
 
-REASON_HEADER = "X-Correction-Reason"
 REASON_MAX_LENGTH = 1000
 REASON_HELP = (
     "Why this correction is made, in the person's words (at most 1,000 characters). Recorded "

@@ -11,7 +11,6 @@ class TenancyConfig(AppConfig):
         from django.core.checks import Tags, register
 
         from flowplatform import lookups  # noqa: F401  (registers the `__any_of` lookup)
-        from flowplatform.api import schema  # noqa: F401  (the Bearer key scheme's description)
         from flowplatform.rls import bypass_for_migrations, check_database_role, grant_to_app_role
 
         register(check_database_role, Tags.database, deploy=True)

@@ -9,7 +9,7 @@ import secrets
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import transaction
@@ -18,7 +18,7 @@ from django.utils.text import slugify
 
 from flowplatform import rls
 from flowplatform.exceptions import Conflict, InvalidInput, NotFound
-from flowplatform.tenancy.models import ApiKey, Organization
+from flowplatform.tenancy.models import ApiKey, IdempotencyKey, Organization
 
 KEY_PREFIX = "fp_"
 # The seed allows: 'system', a user UUID, or an integration identifier ('integration', …).
@@ -142,3 +142,10 @@ def resolve_actor(api_key: ApiKey, supplied: str | None) -> str:
             "(at most 200 characters)",
         )
     return supplied
+
+
+def purge_expired_keys(now: datetime | None = None) -> int:
+    """Delete every expired Idempotency-Key record; returns how many. Expired keys are never
+    replayed anyway."""
+    deleted, _ = IdempotencyKey.objects.filter(expires_at__lte=now or timezone.now()).delete()
+    return deleted

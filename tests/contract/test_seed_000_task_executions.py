@@ -517,7 +517,7 @@ def test_put_unexpected_error_returns_500_without_internals(tenant, monkeypatch)
     def explode(*args: Any, **kwargs: Any) -> None:
         raise RuntimeError("boom secret")
 
-    monkeypatch.setattr("executions.services.correct_task_execution", explode)
+    monkeypatch.setattr("executions.corrections.task_executions.correct_task_execution", explode)
     te = tenant.task_execution()
     response = put(
         tenant, te.id, required_body(te, status="completed"), HTTP_X_REQUEST_ID="req-500"

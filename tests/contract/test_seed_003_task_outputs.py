@@ -500,7 +500,7 @@ def test_post_unexpected_error_returns_500_without_internals(tenant, monkeypatch
     def explode(*args: Any, **kwargs: Any) -> None:
         raise RuntimeError("boom secret")
 
-    monkeypatch.setattr("outputs.services.create_task_output", explode)
+    monkeypatch.setattr("executions.corrections.task_outputs.create_task_output", explode)
     fe = tenant.flow_execution()
     response = post(tenant, body_for(tenant, fe), HTTP_X_REQUEST_ID="req-500")
     assert_error(response, 500, "internal_error", request_id="req-500")

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from django.db import transaction
 
-from executions import engine, services
+from executions import locking, services
 from executions.models import FlowExecution, TaskExecution
 from flowplatform import rls
 
@@ -43,7 +43,7 @@ def reexecute(
     on-commit hooks of a rolled-back transaction are dropped, so no job starts either. The
     transaction is scoped to the flow execution's organization (row-level security)."""
     with rls.tenant_scope(organization_id):
-        flow_execution = engine.lock_flow_execution(flow_execution_id)
+        flow_execution = locking.lock_flow_execution(flow_execution_id)
         if only_if_stale and flow_execution.status != FlowExecution.Status.STALE:
             return Reexecution(flow_execution, [], dry_run, skipped=True)
         started = services.start_reexecution(

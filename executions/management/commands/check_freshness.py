@@ -21,9 +21,9 @@ class Command(BaseCommand):
     def handle(self, *args: object, flow_execution_ids: list[str], **options: object) -> None:
         # A read-only check across organizations: maintenance, through the audited bypass.
         with rls.bypass("manage.py check_freshness", "checking the freshness invariant"):
-            self.check(flow_execution_ids)
+            self.check_flow_executions(flow_execution_ids)
 
-    def check(self, flow_execution_ids: list[str]) -> None:
+    def check_flow_executions(self, flow_execution_ids: list[str]) -> None:
         executions = FlowExecution.objects.exclude(status=FlowExecution.Status.DELETED)
         if flow_execution_ids:
             try:

@@ -4,18 +4,23 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from executions import services
+from executions.corrections import task_executions
 from executions.models import Correction, TaskExecution
 from flowplatform import rls
 from flowplatform.api.serializers import REASON_MAX_LENGTH
 from flowplatform.exceptions import DomainError, InvalidInput
 
 
-def json_value(text: str) -> Any:
+def json_option(options: dict[str, Any], name: str) -> Any:
+    """The value of --NAME, parsed as JSON. Parsed here rather than by argparse: an error
+    raised while argparse reads the command line is shown with a traceback."""
+    text = options[name]
+    if text is None:
+        return None
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
-        raise CommandError(f"not valid JSON: {exc}") from None
+        raise CommandError(f"--{name} is not valid JSON: {exc}") from None
 
 
 class Command(BaseCommand):
@@ -28,13 +33,13 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("task_execution_id", metavar="TASK_EXECUTION_ID")
-        parser.add_argument("--output", type=json_value, help="the corrected output, as JSON")
+        parser.add_argument("--output", help="the corrected output, as JSON")
         parser.add_argument(
             "--status",
             choices=TaskExecution.Status.values,
             help="the new status (default: completed when --output is given)",
         )
-        parser.add_argument("--error", type=json_value, help="the error, as JSON")
+        parser.add_argument("--error", help="the error, as JSON")
         parser.add_argument(
             "--execute-flow", action="store_true", help="re-run the tasks this makes stale"
         )
@@ -77,7 +82,11 @@ class Command(BaseCommand):
     def correct(self, pk: uuid.UUID, options: dict[str, Any]) -> Any:
         """The correction, in the task execution's organization's scope."""
         task_execution = TaskExecution.objects.select_related("organization").get(pk=pk)
-        changes = {name: options[name] for name in ("output", "error") if options[name] is not None}
+        changes = {
+            name: json_option(options, name)
+            for name in ("output", "error")
+            if options[name] is not None
+        }
         status = options["status"] or ("completed" if "output" in changes else None)
         if status is not None:
             changes["status"] = status
@@ -86,7 +95,9 @@ class Command(BaseCommand):
         if len(options["reason"]) > REASON_MAX_LENGTH:
             raise CommandError(f"--reason is longer than {REASON_MAX_LENGTH} characters")
         correct = (
-            services.preview_correction if options["dry_run"] else services.correct_task_execution
+            task_executions.preview_correction
+            if options["dry_run"]
+            else task_executions.correct_task_execution
         )
         try:
             return correct(

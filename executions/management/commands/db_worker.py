@@ -1,6 +1,6 @@
 """`manage.py db_worker`: django-tasks-db's worker, plus what flowplatform needs of a worker.
 
-- **Reaper**: a thread runs engine.reap_expired every FLOWPLATFORM_REAP_INTERVAL_SECONDS (and
+- **Reaper**: a thread runs engine.reaper.reap_expired every FLOWPLATFORM_REAP_INTERVAL_SECONDS (and
   once at start), so attempts whose worker was lost (their lease expired) are failed and
   retried by whichever workers remain; no separate process is needed.
 - **Database outages**: the worker waits for the database to come back (growing pauses, up to
@@ -25,11 +25,10 @@ from typing import Any
 
 from django.conf import settings
 from django.db import InterfaceError, OperationalError, close_old_connections, connection
-from django.tasks.base import TaskResultStatus
 from django_tasks_db.management.commands import db_worker
-from django_tasks_db.models import DBTaskResult
 
-from executions import engine, leases
+from executions import jobs, leases
+from executions.engine import reaper
 
 logger = logging.getLogger("flowplatform.worker")
 
@@ -106,9 +105,7 @@ class Worker(db_worker.Worker):
         its attempt."""
         if not self._unsettled:
             return
-        DBTaskResult.objects.filter(pk__in=self._unsettled, status=TaskResultStatus.RUNNING).update(
-            status=TaskResultStatus.READY
-        )
+        jobs.requeue(self._unsettled)
         logger.warning("re-queued %d job(s) interrupted by the outage", len(self._unsettled))
         self._unsettled.clear()
 
@@ -116,7 +113,7 @@ class Worker(db_worker.Worker):
         """The reaper thread: every worker reaps, so one surviving worker is enough."""
         while True:
             try:
-                engine.reap_expired()
+                reaper.reap_expired()
             except Exception:  # the database may be away: try again next round
                 logger.exception("reaping expired leases failed")
             finally:

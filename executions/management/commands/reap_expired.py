@@ -1,6 +1,6 @@
 from django.core.management.base import BaseCommand, CommandParser
 
-from executions import engine
+from executions.engine import reaper
 
 
 class Command(BaseCommand):
@@ -18,7 +18,7 @@ class Command(BaseCommand):
 
     def handle(self, *args: object, dry_run: bool, **options: object) -> None:
         if dry_run:
-            expired = engine.expired_leases()
+            expired = reaper.expired_leases()
             for organization_id, flow_execution_id, attempt_id in expired:
                 self.stdout.write(
                     f"expired: attempt {attempt_id} of flow execution {flow_execution_id} "
@@ -26,7 +26,7 @@ class Command(BaseCommand):
                 )
             self.stdout.write(f"{len(expired)} attempt(s) would be reaped (dry run)")
             return
-        reaped = engine.reap_expired()
+        reaped = reaper.reap_expired()
         for r in reaped:
             outcome = f"retrying as attempt {r.retry_id}" if r.retry_id else "no retry left"
             self.stdout.write(

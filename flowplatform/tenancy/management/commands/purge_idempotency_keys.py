@@ -1,7 +1,7 @@
 from django.core.management.base import BaseCommand
 
 from flowplatform import rls
-from flowplatform.idempotency import purge_expired_keys
+from flowplatform.tenancy.services import purge_expired_keys
 
 
 class Command(BaseCommand):

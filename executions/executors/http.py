@@ -1,12 +1,5 @@
-"""Task types. Each executor checks its `config` when a flow is saved and runs one attempt.
-
-Built-ins: transform, python, http, human. Settings add more:
-FLOWPLATFORM_EXECUTORS = {"name": "dotted.path.Class"} (a subclass of Executor).
-Nothing a tenant writes in a flow definition can run code or reach a host that settings do not
-allow-list: python callables must live under FLOWPLATFORM_PYTHON_CALLABLES prefixes, http hosts
-must be in FLOWPLATFORM_HTTP_ALLOWED_HOSTS, and both are checked at save time and again at run
-time (settings may have changed since).
-"""
+"""The `http` task type: a JSON request to an allow-listed host, with no redirects, bounded in
+time and size; every check made when a flow is saved is made again at run time."""
 
 from __future__ import annotations
 
@@ -18,149 +11,13 @@ import socket
 import ssl
 import threading
 from dataclasses import dataclass
-from functools import lru_cache
-from typing import Any, ClassVar
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-import jmespath
 from django.conf import settings
-from django.utils.module_loading import import_string
-from jmespath.exceptions import JMESPathError
 
+from executions.executors.base import Executor, ExecutorResult, TaskFailed
 from flowplatform.jsonlimits import too_deep
-
-
-@dataclass(frozen=True)
-class ExecutorResult:
-    """What an attempt produced. A python callable may return one to give its own summary."""
-
-    output: Any
-    summary: dict[str, Any] | None = None
-
-
-class TaskFailed(Exception):
-    """An executor's clean failure: recorded as the attempt's error (type, message)."""
-
-    def __init__(self, message: str, error_type: str = "TaskFailed") -> None:
-        super().__init__(message)
-        self.error_type = error_type
-
-
-class Executor:
-    name: ClassVar[str]
-    # A human task is not run by a worker; it waits until a person completes it.
-    waits_for_person: ClassVar[bool] = False
-    config_keys: ClassVar[frozenset[str]] = frozenset()
-    required_config_keys: ClassVar[frozenset[str]] = frozenset()
-
-    def check_config(self, config: dict[str, Any]) -> list[tuple[str, str]]:
-        """Problems with `config` as (config key or "", message); empty when it is fine."""
-        problems = [(key, "unknown config key") for key in sorted(set(config) - self.config_keys)]
-        problems += [
-            (key, "is required") for key in sorted(self.required_config_keys - set(config))
-        ]
-        return problems
-
-    def run(self, input: Any, config: dict[str, Any]) -> ExecutorResult:
-        raise NotImplementedError
-
-
-def default_summary(output: Any) -> dict[str, Any]:
-    """A small description of an output when its executor gives none."""
-    if isinstance(output, dict):
-        return {"type": "object", "keys": len(output)}
-    if isinstance(output, list):
-        return {"type": "array", "items": len(output)}
-    if isinstance(output, str):
-        return {"type": "string", "characters": len(output)}
-    if output is None:
-        return {"type": "null"}
-    return {"type": type(output).__name__, "value": output}
-
-
-class TransformExecutor(Executor):
-    """Output = the resolved input, or `config.expression` (JMESPath) applied to it."""
-
-    name = "transform"
-    config_keys = frozenset({"expression"})
-
-    def check_config(self, config: dict[str, Any]) -> list[tuple[str, str]]:
-        problems = super().check_config(config)
-        if "expression" in config:
-            try:
-                jmespath.compile(str(config["expression"]))
-            except JMESPathError as exc:
-                problems.append(("expression", f"not a valid JMESPath expression: {exc}"))
-        return problems
-
-    def run(self, input: Any, config: dict[str, Any]) -> ExecutorResult:
-        if "expression" not in config:
-            return ExecutorResult(input)
-        try:
-            return ExecutorResult(jmespath.search(str(config["expression"]), input))
-        except JMESPathError as exc:
-            raise TaskFailed(str(exc), "ExpressionError") from None
-
-
-def _callable_allowed(path: str) -> bool:
-    module = path.partition(":")[0]
-    return any(
-        module == prefix or module.startswith(prefix.rstrip(".") + ".")
-        for prefix in settings.FLOWPLATFORM_PYTHON_CALLABLES
-    )
-
-
-class PythonExecutor(Executor):
-    """Calls `config.callable` ("package.module:function") with the resolved input."""
-
-    name = "python"
-    config_keys = frozenset({"callable"})
-    required_config_keys = frozenset({"callable"})
-
-    def check_config(self, config: dict[str, Any]) -> list[tuple[str, str]]:
-        problems = super().check_config(config)
-        path = config.get("callable")
-        if path is None:
-            return problems
-        if not isinstance(path, str) or path.count(":") != 1:
-            return [*problems, ("callable", "must be 'package.module:function'")]
-        if not _callable_allowed(path):
-            return [
-                *problems,
-                (
-                    "callable",
-                    f"'{path}' is not under an allowed prefix (FLOWPLATFORM_PYTHON_CALLABLES)",
-                ),
-            ]
-        try:
-            self._load(path)
-        except (ImportError, AttributeError) as exc:
-            problems.append(("callable", f"cannot be imported: {exc}"))
-        return problems
-
-    @staticmethod
-    def _load(path: str) -> Any:
-        module, _, function = path.partition(":")
-        target = import_string(f"{module}.{function}")
-        if not callable(target):
-            raise AttributeError(f"{path} is not callable")
-        real = getattr(target, "__module__", None) or ""
-        if not _callable_allowed(f"{real}:"):
-            # e.g. a function an allowed module merely imported from elsewhere
-            raise AttributeError(f"{path} is defined in '{real}', which is not allowed")
-        return target
-
-    def run(self, input: Any, config: dict[str, Any]) -> ExecutorResult:
-        path = config["callable"]
-        if not _callable_allowed(path):
-            raise TaskFailed(f"'{path}' is no longer allowed", "NotAllowed")
-        try:
-            function = self._load(path)
-        except (ImportError, AttributeError) as exc:
-            raise TaskFailed(f"'{path}' cannot be called: {exc}", "NotAllowed") from None
-        result = function(input)
-        return result if isinstance(result, ExecutorResult) else ExecutorResult(result)
-
 
 _REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 # Whitespace, control characters and backslashes: URL parsers disagree about them (urlsplit
@@ -393,42 +250,3 @@ def _read_capped(response: http.client.HTTPResponse, limit: int) -> bytes:
         if size > limit:
             raise TaskFailed(f"the response is larger than {limit} bytes", "HttpError")
     return b"".join(chunks)
-
-
-class HumanExecutor(Executor):
-    """Does nothing by itself: the attempt waits, running, until a person completes it."""
-
-    name = "human"
-    waits_for_person = True
-    config_keys = frozenset({"instructions"})
-
-    def run(self, input: Any, config: dict[str, Any]) -> ExecutorResult:
-        raise TaskFailed("a human task is completed by a person, not run", "NotRunnable")
-
-
-BUILTIN_EXECUTORS: dict[str, type[Executor]] = {
-    executor.name: executor
-    for executor in (TransformExecutor, PythonExecutor, HttpExecutor, HumanExecutor)
-}
-
-
-def executors() -> dict[str, Executor]:
-    """Every registered task type, built-ins first, then FLOWPLATFORM_EXECUTORS (read-only)."""
-    return _registry(tuple(sorted(settings.FLOWPLATFORM_EXECUTORS.items())))
-
-
-@lru_cache(maxsize=8)
-def _registry(configured: tuple[tuple[str, str], ...]) -> dict[str, Executor]:
-    # Executors are stateless, so one instance each serves every call; keyed by the setting's
-    # value, a changed FLOWPLATFORM_EXECUTORS (tests, reloads) gets its own registry.
-    registry: dict[str, Executor] = {name: cls() for name, cls in BUILTIN_EXECUTORS.items()}
-    for name, path in configured:
-        cls = import_string(path)
-        if not (isinstance(cls, type) and issubclass(cls, Executor)):
-            raise TypeError(f"FLOWPLATFORM_EXECUTORS['{name}'] = {path} is not an Executor")
-        registry[name] = cls()
-    return registry
-
-
-def get_executor(name: str) -> Executor:
-    return executors()[name]

@@ -1,0 +1,66 @@
+"""Preview tokens: a dry run's digest of what a correction would start from and what it asks, so
+the later commit applies only what the person saw."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from executions import selectors
+from executions.models import FlowExecution, TaskExecution
+from flowplatform.canonical import fingerprint
+from flowplatform.exceptions import Conflict
+from flows.definitions import FlowSpec
+from outputs.models import TaskOutput
+
+
+class PreviewOutdated(Conflict):
+    """The state a preview token was issued for has changed: nothing was applied."""
+
+    code = "preview_outdated"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "the flow execution changed since the preview this preview_token was issued for, or "
+            "this request asks for something else; nothing was applied. Review the fresh preview "
+            "(in the API: error.details.preview) and send its preview_token to apply it"
+        )
+
+
+def correction_fingerprint(
+    flow_execution: FlowExecution,
+    spec: FlowSpec,
+    attempt: TaskExecution,
+    result: dict[str, Any],
+    execute_flow: bool,
+) -> str:
+    """The preview token of correcting `attempt` to `result`.
+
+    It covers the corrected attempt, the tasks downstream of it and every task those read from
+    (what decides their stale marking, their readiness and their inputs): each one's latest
+    attempt (id, status, `updated_at`) and current output (id, status, `updated_at`); and the
+    requested result (status, output, error) with `execute_flow`. Any change to those between
+    a dry run and the PUT that carries its token changes the digest. Two queries.
+    """
+    affected: set[str] = {attempt.task_name}
+    if attempt.task_name in spec.tasks:
+        downstream = spec.dag.descendants(attempt.task_name)
+        affected |= downstream.union(*(spec.tasks[t].upstream for t in downstream))
+    attempts = {
+        name: [str(a.id), a.status, a.updated_at.isoformat()]
+        for name, a in sorted(selectors.latest_attempts(flow_execution, affected).items())
+    }
+    outputs: dict[str, list[str]] = {}
+    for name, pk, status, updated_at in (
+        TaskOutput.objects.filter(flow_execution=flow_execution, task_name__in=affected)
+        .oldest_to_current()
+        .values_list("task_name", "id", "status", "updated_at")
+    ):
+        outputs[name] = [str(pk), status, updated_at.isoformat()]
+    return fingerprint(
+        {
+            "attempts": attempts,
+            "outputs": outputs,
+            "result": result,
+            "execute_flow": execute_flow,
+        }
+    )

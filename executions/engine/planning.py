@@ -1,0 +1,269 @@
+"""Planning: which tasks get a new attempt now, on which input, and retries. Every attempt it
+creates gets its job enqueued after commit (executions.jobs). Call with the flow execution's row
+locked."""
+
+from __future__ import annotations
+
+import heapq
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from django.utils import timezone
+
+from executions import jobs, selectors, transitions
+from executions.engine import cutoff, publishing
+from executions.engine.cutoff import Reusable
+from executions.executors import get_executor
+from executions.models import FlowExecution, TaskExecution
+from executions.selectors import Attempt
+from flows.definitions import FlowSpec
+from flows.expressions import ExpressionError
+
+Status = TaskExecution.Status
+
+
+# Pure decisions ------------------------------------------------------------------------------
+
+
+def ready(
+    upstream: Iterable[str],
+    own: Attempt | None,
+    latest: Mapping[str, Attempt],
+    runnable: frozenset[str],
+) -> bool:
+    """May a task get a new attempt? Its own latest attempt (`own`) is absent or in `runnable`
+    (it needs one), and every upstream task's latest attempt is completed."""
+    return (own is None or own.status in runnable) and all(
+        p in latest and latest[p].status == Status.COMPLETED for p in upstream
+    )
+
+
+def failures_in_a_row(statuses_newest_first: Sequence[str]) -> int:
+    """How many of a task's latest attempts failed, counting back from the newest."""
+    count = 0
+    for status in statuses_newest_first:
+        if status != Status.FAILED:
+            break
+        count += 1
+    return count
+
+
+# Scheduling ----------------------------------------------------------------------------------
+
+
+def schedule(
+    flow_execution: FlowExecution,
+    spec: FlowSpec,
+    candidates: Iterable[str],
+    *,
+    rerun_stale: bool = True,
+    correction_id: uuid.UUID | None = None,
+) -> list[TaskExecution]:
+    """Create attempts for the `candidates` that are ready; enqueue their jobs after commit.
+
+    A candidate is ready when every upstream task's latest attempt is completed and its own
+    latest attempt is absent (or deleted), or stale when `rerun_stale`. A stale one that early
+    cutoff applies to gets a completed attempt reusing its previous result, and its dependents
+    become candidates in turn, in the same pass (a cut-off cascade costs a few queries, not a
+    few per task). `correction_id`: the correction whose re-execution this is. Returns every
+    attempt created.
+    """
+    return Planner(flow_execution, spec, rerun_stale, correction_id).run(set(candidates))
+
+
+class Planner:
+    """One scheduling pass, in dependency order, over what it has read of the flow execution."""
+
+    def __init__(
+        self,
+        flow_execution: FlowExecution,
+        spec: FlowSpec,
+        rerun_stale: bool,
+        correction_id: uuid.UUID | None,
+    ) -> None:
+        self.flow_execution = flow_execution
+        self.spec = spec
+        self.correction_id = correction_id
+        self.runnable = transitions.NEEDS_ATTEMPT if rerun_stale else frozenset({Status.DELETED})
+        self.loaded: set[str] = set()  # tasks whose latest attempt was read
+        self.latest: dict[str, Attempt] = {}
+        self.outputs: dict[str, Any] = {}
+        self.outputs_known: set[str] = set()  # tasks whose current output was read
+        self.reusable: dict[str, Reusable] = {}
+
+    def know(self, attempt: Attempt, output: Any) -> None:
+        """What the caller just wrote: `attempt` is its task's latest, `output` its current
+        output (a worker that finished a task need not read them back)."""
+        self.latest[attempt.task_name] = attempt
+        self.loaded.add(attempt.task_name)
+        self.outputs[attempt.task_name] = output
+        self.outputs_known.add(attempt.task_name)
+
+    def load(self, names: Iterable[str]) -> None:
+        """Read the latest attempts of `names` and their upstream tasks, and the current
+        outputs of those upstream tasks (what the inputs of `names` resolve from)."""
+        names = set(names)
+        upstream = set().union(*(self.spec.tasks[t].upstream for t in names))
+        wanted = (names | upstream) - self.loaded
+        if wanted:
+            latest = selectors.latest_attempts(self.flow_execution, wanted)
+            self.latest.update(latest)
+            self.reusable.update(
+                cutoff.reusable_attempts(self.flow_execution, self.spec, latest.values())
+            )
+            self.loaded |= wanted
+        needed = upstream - self.outputs_known
+        if needed:
+            self.outputs.update(selectors.current_outputs(self.flow_execution, needed))
+            self.outputs_known |= needed
+
+    def _unread(self, task: str) -> bool:
+        """Is anything `ready(task)` and its input need not read yet? (A task read only as
+        another's upstream has its own upstream tasks unread.)"""
+        upstream = self.spec.tasks[task].upstream
+        return (
+            task not in self.loaded
+            or not self.loaded.issuperset(upstream)
+            or not self.outputs_known.issuperset(upstream)
+        )
+
+    def ready(self, task: str) -> bool:
+        return ready(
+            self.spec.tasks[task].upstream, self.latest.get(task), self.latest, self.runnable
+        )
+
+    def run(self, candidates: set[str]) -> list[TaskExecution]:
+        if not candidates:
+            return []
+        self.load(candidates)
+        rank = self.spec.dag.rank
+        heap = [(rank(t), t) for t in candidates]
+        heapq.heapify(heap)
+        queued = set(candidates)
+        created: list[TaskExecution] = []
+        reused: list[TaskExecution] = []
+        now = timezone.now()
+        while heap:
+            _, task = heapq.heappop(heap)
+            if not self.ready(task):
+                continue
+            attempt = self.attempt(task, now)
+            created.append(attempt)
+            self.latest[task] = Attempt(
+                attempt.id, task, attempt.task_execution_idx, attempt.status
+            )
+            if attempt.reused_from_id is None:
+                continue
+            reused.append(attempt)
+            self.outputs[task] = attempt.output
+            self.outputs_known.add(task)
+            children = self.spec.dag.downstream[task]
+            if any(self._unread(child) for child in children):
+                self.load(self.spec.dag.descendants(task))
+            for child in children:
+                if child not in queued:
+                    queued.add(child)
+                    # Topological rank keeps parents before children across the whole pass.
+                    heapq.heappush(heap, (rank(child), child))
+        TaskExecution.objects.bulk_create(created)
+        if reused:
+            publishing.republish_reused(self.flow_execution, reused, self.reusable)
+        jobs.enqueue_after_commit(
+            self.flow_execution.organization_id,
+            [a.id for a in created if a.status == Status.QUEUED],
+        )
+        return created
+
+    def attempt(self, task: str, now: Any) -> TaskExecution:
+        """The task's next attempt: its input resolved now; reused (early cutoff), waiting for
+        a person, or queued to run."""
+        current = self.latest.get(task)
+        fields = {
+            "organization_id": self.flow_execution.organization_id,
+            "flow_execution": self.flow_execution,
+            "task_name": task,
+            "task_execution_idx": 0 if current is None else current.idx + 1,
+            "started_by_correction_id": self.correction_id,
+        }
+        try:
+            fields["input"] = selectors.resolve_task_input(
+                self.spec, task, self.flow_execution.input, self.outputs
+            )
+        except ExpressionError as exc:
+            error = {"type": "ExpressionError", "message": str(exc)}
+            return transitions.new_attempt(transitions.UNRESOLVABLE, error=error, **fields)
+        earlier = self.reusable.get(task) if current is not None else None
+        if cutoff.reuses(earlier, fields["input"]):
+            return transitions.new_attempt(
+                transitions.REUSE,
+                output=earlier.output,
+                reused_from_id=earlier.attempt_id,
+                completed_at=now,
+                **fields,
+            )
+        human = get_executor(self.spec.tasks[task].type).waits_for_person
+        move = transitions.AWAIT_PERSON if human else transitions.QUEUE
+        return transitions.new_attempt(move, **fields)
+
+
+# Retries and fan-in --------------------------------------------------------------------------
+
+
+def retry(
+    flow_execution: FlowExecution, spec: FlowSpec, failed: TaskExecution
+) -> TaskExecution | None:
+    """A new attempt (idx + 1, same input) if the task has retries left after this failure."""
+    statuses = list(
+        TaskExecution.objects.filter(flow_execution=flow_execution, task_name=failed.task_name)
+        .order_by("-task_execution_idx")
+        .values_list("status", "task_execution_idx")
+    )
+    if statuses[0][1] != failed.task_execution_idx:
+        return None  # a newer attempt exists: this failure is history, not the task's state
+    if failures_in_a_row([s for s, _ in statuses]) > spec.tasks[failed.task_name].retries:
+        return None
+    attempt = transitions.new_attempt(
+        transitions.QUEUE,
+        organization_id=flow_execution.organization_id,
+        flow_execution=flow_execution,
+        task_name=failed.task_name,
+        task_execution_idx=failed.task_execution_idx + 1,
+        input=failed.input,
+        started_by_correction_id=failed.started_by_correction_id,
+    )
+    attempt.save(force_insert=True)
+    jobs.enqueue_after_commit(flow_execution.organization_id, [attempt.id])
+    return attempt
+
+
+_LIVE_SAMPLE = 64
+
+
+def waiting_on_others(
+    flow_execution: FlowExecution, spec: FlowSpec, task: str, children: Iterable[str]
+) -> set[str]:
+    """The `children` of `task` that another of their upstream tasks keeps from being ready:
+    it has a queued or running attempt (that attempt's finish will consider them).
+
+    No query when no child has other parents. Otherwise one query reads a few of the flow
+    execution's live attempts (indexed, stops early): in a fan-in of 10,000 the first of
+    them is almost always another parent. Only children none of those decide are checked
+    against their own parents' names.
+    """
+    others = {c: set(spec.tasks[c].upstream) - {task} for c in children}
+    if not any(others.values()):
+        return set()
+    # A live attempt is its task's latest (a task gets a new attempt only once its latest is
+    # stale, deleted or failed); no anti-join here, whose plan depends on fresh statistics.
+    live = selectors.live_attempts(flow_execution)
+    sample = set(live.values_list("task_name", flat=True)[: _LIVE_SAMPLE + 1])
+    waiting = {c for c, parents in others.items() if parents & sample}
+    if len(sample) <= _LIVE_SAMPLE:
+        return waiting  # that was every live attempt
+    undecided = [c for c, parents in others.items() if parents and c not in waiting]
+    if undecided:
+        names = set().union(*(others[c] for c in undecided))
+        busy = set(live.filter(task_name__any_of=list(names)).values_list("task_name", flat=True))
+        waiting |= {c for c in undecided if others[c] & busy}
+    return waiting
