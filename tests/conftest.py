@@ -1,11 +1,11 @@
-"""Shared fixtures: organizations, API keys, authenticated clients, and small row factories."""
+"""Shared fixtures: organizations, API keys, authenticated clients (built by tests/helpers/), and
+the PostgreSQL role and row-level security checks every test runs under."""
 
 from __future__ import annotations
 
 import functools
 import re
 import threading
-import uuid
 from collections.abc import Callable
 from contextlib import contextmanager
 from typing import Any
@@ -17,24 +17,14 @@ from django.db import IntegrityError, ProgrammingError, connection, connections,
 from django.db.backends.signals import connection_created
 from rest_framework.test import APIClient
 
-from executions.models import FlowExecution, TaskExecution
-from executions.services import create_flow_execution
 from flowplatform.rls import grant_privileges
-from flowplatform.tenancy.models import ApiKey, Organization
-from flowplatform.tenancy.services import create_api_key, create_organization
-from flows.models import Flow
-from flows.services import create_flow
-from outputs.models import TaskOutput
 
-DEFINITION = """\
-name: document-review
-tasks:
-  - name: extract
-    type: transform
-  - name: review
-    type: human
-    depends_on: [extract]
-"""
+# The shared builders' asserts explain a failure as a test module's do (registered before the
+# first import of tests.helpers).
+pytest.register_assert_rewrite("tests.helpers")
+
+from tests.helpers.database import APP_ROLE, tenant_tables  # noqa: E402
+from tests.helpers.tenants import Tenant  # noqa: E402
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -47,53 +37,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "postgresql" in item.keywords:
             item.add_marker(skip)
-
-
-class Tenant:
-    """One organization with a service key and a client authenticated with it."""
-
-    def __init__(self, slug: str) -> None:
-        self.org: Organization = create_organization(slug)
-        issued = create_api_key(self.org, name=f"{slug}-key")
-        self.key: ApiKey = issued.api_key
-        self.secret: str = issued.secret
-        self.client = APIClient()
-        self.client.credentials(HTTP_AUTHORIZATION=f"Bearer {issued.secret}")
-
-    @property
-    def actor(self) -> str:
-        return self.key.default_actor
-
-    def flow(self, name: str = "document-review", definition: str = DEFINITION) -> Flow:
-        return create_flow(self.org, name=name, definition=definition, actor="system")
-
-    def flow_execution(self, flow: Flow | None = None, **kwargs: Any) -> FlowExecution:
-        flow = flow or Flow.objects.filter(organization=self.org).first() or self.flow()
-        return create_flow_execution(self.org, flow, **kwargs)
-
-    def task_execution(
-        self, flow_execution: FlowExecution | None = None, **fields: Any
-    ) -> TaskExecution:
-        flow_execution = flow_execution or self.flow_execution()
-        fields.setdefault("task_name", "extract")
-        fields.setdefault("status", TaskExecution.Status.COMPLETED)  # what people correct
-        return TaskExecution.objects.create(
-            organization=self.org, flow_execution=flow_execution, **fields
-        )
-
-    def task_output(self, flow_execution: FlowExecution | None = None, **fields: Any) -> TaskOutput:
-        flow_execution = flow_execution or self.flow_execution()
-        fields.setdefault("task_name", "extract")
-        fields.setdefault("summary", {"pages": 1})
-        fields.setdefault("flow_version", flow_execution.flow_version.version)
-        return TaskOutput.objects.create(
-            organization=self.org, flow_execution=flow_execution, **fields
-        )
-
-
-# PostgreSQL: the suite runs as the application's role, so row-level security binds the
-# product's code as in production. Migrations run as the DATABASE_URL user (the owner).
-APP_ROLE = "flowplatform_app"
 
 
 def _become_app_role(sender: Any, connection: Any, **kwargs: Any) -> None:
@@ -142,17 +85,6 @@ def _execute_watched(self: BaseCommand, *args: Any, **options: Any) -> Any:
         return _original_execute(self, *args, **options)
     with _product_code():
         return _original_execute(self, *args, **options)
-
-
-def tenant_tables() -> dict[str, Any]:
-    """db_table → model, for every model with an organization_id column (under RLS)."""
-    from django.apps import apps
-
-    return {
-        model._meta.db_table: model
-        for model in apps.get_models()
-        if "organization_id" in {field.column for field in model._meta.concrete_fields}
-    }
 
 
 @functools.cache
@@ -226,12 +158,6 @@ def create_app_role(connection: Any) -> None:
             pass
 
 
-def app_database_url() -> str:
-    """The test database's URL as the application's role (for worker subprocesses)."""
-    db = connection.settings_dict
-    return f"postgres://{APP_ROLE}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
-
-
 @pytest.fixture
 def strict_rls(db: None) -> Any:
     """Row-level security as production has it: without a product scope, nothing is visible.
@@ -270,9 +196,5 @@ def is_postgresql() -> bool:
     return connection.vendor == "postgresql"
 
 
-def random_uuid() -> str:
-    return str(uuid.uuid4())
-
-
-# The schemathesis fuzz test's per-operation summary (tests/fuzz_report.py).
-pytest_plugins = ["tests.fuzz_report"]
+# The schemathesis fuzz test's per-operation summary (tests/helpers/fuzz_report.py).
+pytest_plugins = ["tests.helpers.fuzz_report"]

@@ -16,13 +16,9 @@ from executions.models import Correction, FlowExecution, TaskExecution
 from flowplatform.tenancy.models import ApiKey, Membership
 from flows.models import Flow
 from outputs.models import TaskOutput
-from tests.test_explained_corrections import (
-    allow_test_callables,  # noqa: F401 - autouse fixture
-    correct,
-    latest,
-    lossy_chain,
-    start,
-)
+from tests.helpers.callables import allow_test_callables  # noqa: F401 - autouse fixture
+from tests.helpers.corrections import correct_as_key, lossy_chain
+from tests.helpers.flows import latest, start_execution
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -65,7 +61,7 @@ def save(client: Any, attempt: TaskExecution, **fields: Any) -> Any:
 
 
 def test_an_admin_save_is_a_correction_through_the_same_service(client, tenant, superuser):
-    fe = start(tenant, lossy_chain())
+    fe = start_execution(tenant, lossy_chain())
     a = latest(fe, "a")
     response = save(
         client,
@@ -124,9 +120,12 @@ def snapshot(fe: str) -> dict:
 def test_admin_and_api_corrections_leave_identical_states_and_history(
     client, tenant, superuser, execute
 ):
-    via_api, via_admin = start(tenant, lossy_chain()), start(tenant, lossy_chain())
+    via_api, via_admin = (
+        start_execution(tenant, lossy_chain()),
+        start_execution(tenant, lossy_chain()),
+    )
     query = "?execute_flow=true" if execute else ""
-    response = correct(tenant, latest(via_api, "a"), {"x": 5, "y": 1}, query)
+    response = correct_as_key(tenant, latest(via_api, "a"), {"x": 5, "y": 1}, query)
     assert response.status_code == 200
     fields = {"status": "completed", "output": '{"x": 5, "y": 1}'}
     if execute:
@@ -137,10 +136,10 @@ def test_admin_and_api_corrections_leave_identical_states_and_history(
 
 
 def test_a_stale_form_shows_an_error_instead_of_overwriting(client, tenant, superuser):
-    fe = start(tenant, lossy_chain())
+    fe = start_execution(tenant, lossy_chain())
     a = latest(fe, "a")
     values = form_values(client, a)  # the operator opens the form…
-    assert correct(tenant, a, {"x": 9, "y": 9}).status_code == 200  # …someone else corrects
+    assert correct_as_key(tenant, a, {"x": 9, "y": 9}).status_code == 200  # …someone else corrects
     response = client.post(
         CHANGE.format(a.id), {**values, "status": "completed", "output": '{"x": 0, "y": 0}'}
     )
@@ -151,7 +150,7 @@ def test_a_stale_form_shows_an_error_instead_of_overwriting(client, tenant, supe
 
 
 def test_forbidden_transitions_and_bad_json_are_form_errors(client, tenant, superuser):
-    fe = start(tenant, lossy_chain())
+    fe = start_execution(tenant, lossy_chain())
     a = latest(fe, "a")
     response = save(client, a, status="running")
     assert response.status_code == 200
@@ -166,7 +165,7 @@ def test_forbidden_transitions_and_bad_json_are_form_errors(client, tenant, supe
 
 
 def test_the_change_form_shows_what_a_save_would_make_stale(client, tenant, superuser):
-    fe = start(tenant, lossy_chain())
+    fe = start_execution(tenant, lossy_chain())
     page = client.get(CHANGE.format(latest(fe, "a").id)).content.decode()
     preview = page[page.index('id="correction-preview"') :]
     assert "2 task(s) downstream would be marked stale" in preview
@@ -176,7 +175,7 @@ def test_the_change_form_shows_what_a_save_would_make_stale(client, tenant, supe
 
 
 def test_history_keeps_who_changed_what_including_bulk_stale_marking(client, tenant, superuser):
-    fe = start(tenant, lossy_chain())
+    fe = start_execution(tenant, lossy_chain())
     assert save(client, latest(fe, "a"), status="completed", output='{"x": 3}').status_code == 302
     history = TaskExecution.history.filter(flow_execution_id=fe)
     manual = history.filter(task_name="a").latest()
@@ -202,8 +201,8 @@ def test_history_keeps_who_changed_what_including_bulk_stale_marking(client, ten
 
 
 def test_the_flow_execution_page_shows_the_dag_coloured_by_status(client, tenant, superuser):
-    fe = start(tenant, lossy_chain())
-    assert correct(tenant, latest(fe, "a"), {"x": 2, "y": 1}).status_code == 200
+    fe = start_execution(tenant, lossy_chain())
+    assert correct_as_key(tenant, latest(fe, "a"), {"x": 2, "y": 1}).status_code == 200
     page = client.get(f"/admin/executions/flowexecution/{fe}/change/").content.decode()
     begin = page.index('<svg class="flow-dag"')
     svg = page[begin : page.index("</svg>", begin) + len("</svg>")]
@@ -222,8 +221,8 @@ def test_the_flow_execution_page_shows_the_dag_coloured_by_status(client, tenant
 
 
 def test_reexecute_actions_run_the_flow_or_its_stale_tasks(client, tenant, superuser):
-    fe = start(tenant, lossy_chain())
-    assert correct(tenant, latest(fe, "a"), {"x": 2, "y": 1}).status_code == 200
+    fe = start_execution(tenant, lossy_chain())
+    assert correct_as_key(tenant, latest(fe, "a"), {"x": 2, "y": 1}).status_code == 200
     url = "/admin/executions/flowexecution/"
     response = client.post(url, {"action": "reexecute_stale", "_selected_action": [fe]})
     assert response.status_code == 302
@@ -238,9 +237,9 @@ def test_reexecute_actions_run_the_flow_or_its_stale_tasks(client, tenant, super
 
 
 def test_staff_see_and_act_only_on_their_organizations(client, tenant, other_tenant, staff_of):
-    mine = start(tenant, lossy_chain())
-    theirs = start(other_tenant, lossy_chain())
-    assert correct(other_tenant, latest(theirs, "a"), {"x": 7, "y": 7}).status_code == 200
+    mine = start_execution(tenant, lossy_chain())
+    theirs = start_execution(other_tenant, lossy_chain())
+    assert correct_as_key(other_tenant, latest(theirs, "a"), {"x": 7, "y": 7}).status_code == 200
     foreign_key = other_tenant.key
     client.force_login(staff_of(tenant))
 
@@ -311,14 +310,14 @@ def test_staff_see_and_act_only_on_their_organizations(client, tenant, other_ten
 
 
 def test_staff_without_a_membership_see_nothing(client, tenant, staff_of):
-    start(tenant, lossy_chain())
+    start_execution(tenant, lossy_chain())
     client.force_login(staff_of())
     assert client.get("/admin/executions/flowexecution/").status_code == 403
     assert "flowexecution" not in client.get("/admin/").content.decode()
 
 
 def test_a_member_corrects_in_their_organization(client, tenant, staff_of):
-    fe = start(tenant, lossy_chain())
+    fe = start_execution(tenant, lossy_chain())
     user = staff_of(tenant)
     client.force_login(user)
     response = save(client, latest(fe, "a"), status="completed", output='{"x": 4, "y": 1}')
@@ -403,7 +402,7 @@ def test_unknown_admin_ids_are_not_found(client, superuser):
 
 
 def test_the_api_reexecutes_one_task_and_its_dependents(tenant):
-    fe = start(tenant, lossy_chain())
+    fe = start_execution(tenant, lossy_chain())
     response = tenant.client.post(f"/flow-executions/{fe}/execute?task=b")
     assert response.status_code == 202, response.json()
     assert [latest(fe, n).task_execution_idx for n in "abc"] == [0, 1, 1]
@@ -429,7 +428,7 @@ def test_saving_a_flow_without_touching_its_definition_adds_no_version(client, t
 
 
 def test_nan_in_a_corrected_output_is_a_form_error_not_a_500(client, tenant, superuser):
-    fe = start(tenant, lossy_chain())
+    fe = start_execution(tenant, lossy_chain())
     response = save(client, latest(fe, "a"), status="completed", output='{"x": NaN}')
     assert response.status_code == 200
     assert "Enter a valid JSON" in response.content.decode()
@@ -437,8 +436,8 @@ def test_nan_in_a_corrected_output_is_a_form_error_not_a_500(client, tenant, sup
 
 
 def test_another_organizations_history_is_not_found(client, tenant, other_tenant, staff_of):
-    theirs = start(other_tenant, lossy_chain())
-    assert correct(other_tenant, latest(theirs, "a"), {"x": 7}).status_code == 200
+    theirs = start_execution(other_tenant, lossy_chain())
+    assert correct_as_key(other_tenant, latest(theirs, "a"), {"x": 7}).status_code == 200
     output = TaskOutput.objects.filter(flow_execution_id=theirs)[0]
     client.force_login(staff_of(tenant))
     for url in (
@@ -452,7 +451,7 @@ def test_another_organizations_history_is_not_found(client, tenant, other_tenant
 def test_deleting_a_flow_execution_records_the_cancelled_attempts_in_history(tenant):
     from executions.services import delete_flow_execution
 
-    fe = start(
+    fe = start_execution(
         tenant,
         [{"name": "a", "type": "transform"}, {"name": "r", "type": "human", "depends_on": ["a"]}],
     )

@@ -10,7 +10,7 @@ from rest_framework.test import APIClient
 
 from flowplatform.tenancy.models import ApiKey
 from flowplatform.tenancy.services import create_api_key, revoke_api_key
-from tests.conftest import Tenant, random_uuid
+from tests.helpers.tenants import Tenant, random_uuid
 
 # Every authenticated route and method; ids are random (a 401 must come before any lookup).
 PROTECTED = [

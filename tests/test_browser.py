@@ -1,7 +1,7 @@
 """The admin in a real browser (issue 6): log in, see a flow execution's DAG, correct a task's
 output with "execute flow" ticked, and check that exactly its dependents ran again.
 
-Debian's chromium, headless, driven by Playwright (see tests/browser_helpers.py). Screenshots
+Debian's chromium, headless, driven by Playwright (see tests/helpers/browser.py). Screenshots
 go to the test's tmp dir. The admin runs on pytest-django's live server; jobs run in-process,
 so a save in the browser has re-executed the flow when its response arrives.
 """
@@ -20,8 +20,8 @@ from playwright.sync_api import Page, expect, sync_playwright
 
 from executions.models import Correction, FlowExecution, TaskExecution
 from executions.services import start_flow_execution
-from tests.browser_helpers import admin_login, launch_chromium, skip_module_without_chromium
-from tests.conftest import Tenant
+from tests.helpers.browser import admin_login, launch_chromium, skip_module_without_chromium
+from tests.helpers.tenants import Tenant
 
 pytestmark = pytest.mark.django_db(transaction=True)
 skip_module_without_chromium()

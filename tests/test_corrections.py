@@ -10,29 +10,28 @@ from typing import Any
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from executions.corrections.task_executions import correct_task_execution
 from executions.models import FlowExecution, TaskExecution
 from executions.selectors import freshness_violations, is_settled
-from executions.services import create_flow_execution
 from flows.services import create_flow
 from outputs.models import TaskOutput
-from tests.test_engine import CALLS, attempts, latest
+from tests.helpers.callables import CALLS
+from tests.helpers.corrections import (
+    PROPERTY,
+    SHAPES,
+    chain_execution,
+    correct_as_read,
+    drive_corrections,
+    run_shape,
+    snapshot_attempts,
+)
+from tests.helpers.flows import attempts, latest
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-SHAPES: dict[str, dict[str, list[str]]] = {
-    "chain": {"a": [], "b": ["a"], "c": ["b"], "d": ["c"]},
-    "diamond": {"a": [], "b": ["a"], "c": ["a"], "d": ["b", "c"], "e": []},
-    "fan": {
-        "root": [],
-        **{f"x{i}": ["root"] for i in range(5)},
-        "join": [f"x{i}" for i in range(5)],
-        "side": [],
-    },
-}
 CASES = [
     ("chain", "b", ["c", "d"]),
     ("chain", "d", []),
@@ -43,60 +42,18 @@ CASES = [
 ]
 
 
-def definition(shape: dict[str, list[str]], counted: bool = False) -> str:
-    """Each task's output is its input: its name and the outputs of its upstream tasks."""
-    tasks = []
-    for name, parents in shape.items():
-        reads = {p: f"${{{{ tasks.{p}.output }}}}" for p in parents}
-        task = {"name": name, "type": "transform", "input": {"me": name, "up": reads}}
-        if not parents:
-            task["input"]["flow"] = "${{ flow.input }}"
-        if counted:
-            task.update(type="python", config={"callable": "tests.test_engine:counted"})
-        tasks.append(task)
-    return json.dumps({"tasks": tasks})
-
-
-def run_shape(tenant: Any, shape: dict[str, list[str]], counted: bool = False) -> str:
-    flow = create_flow(
-        tenant.org,
-        name=f"f-{uuid.uuid4().hex[:8]}",
-        definition=definition(shape, counted),
-        actor="t",
-    )
-    response = tenant.client.post(
-        "/flow-executions", {"flow_id": str(flow.id), "input": 1}, format="json"
-    )
-    assert response.status_code == 201, response.json()
-    assert response.json()["status"] == "completed"
-    return response.json()["id"]
-
-
-def snapshot(flow_execution_id: str) -> dict[Any, tuple]:
-    return {
-        row["id"]: (row["status"], row["updated_at"], json.dumps(row["output"], sort_keys=True))
-        for row in TaskExecution.objects.filter(flow_execution_id=flow_execution_id).values()
-    }
-
-
-def correct(tenant: Any, attempt: TaskExecution, output: Any, query: str = "", **changes: Any):
-    body = tenant.client.get(f"/task-executions/{attempt.id}").json()
-    body.update(output=output, status="completed", **changes)
-    return tenant.client.put(f"/task-executions/{attempt.id}{query}", body, format="json")
-
-
 @pytest.mark.parametrize(("shape", "corrected", "expected"), CASES)
 def test_correction_marks_exactly_the_descendants_stale(tenant, shape, corrected, expected):
     fe = run_shape(tenant, SHAPES[shape])
     target = latest(fe, corrected)
-    before = snapshot(fe)
+    before = snapshot_attempts(fe)
 
-    response = correct(tenant, target, {"fixed": True})
+    response = correct_as_read(tenant, target, {"fixed": True})
 
     assert response.status_code == 200, response.json()
     assert response.json()["stale_tasks"] == expected  # dependency order
     assert response.json()["new_attempts"] == []
-    after = snapshot(fe)
+    after = snapshot_attempts(fe)
     assert set(after) == set(before), "no attempt added or removed"
     stale_ids = {latest(fe, name).id for name in expected}
     for attempt_id, (status, updated_at, output) in after.items():
@@ -115,11 +72,11 @@ def test_execute_flow_reruns_exactly_the_stale_tasks_and_keeps_history(
 ):
     fe = run_shape(tenant, SHAPES[shape])
     target = latest(fe, corrected)
-    before = snapshot(fe)
+    before = snapshot_attempts(fe)
     old_outputs = {name: latest(fe, name).output for name in SHAPES[shape]}
     made_stale = {latest(fe, name).id for name in expected}
 
-    response = correct(tenant, target, {"fixed": True}, "?execute_flow=true")
+    response = correct_as_read(tenant, target, {"fixed": True}, "?execute_flow=true")
 
     assert response.status_code == 200, response.json()
     body = response.json()
@@ -137,7 +94,7 @@ def test_execute_flow_reruns_exactly_the_stale_tasks_and_keeps_history(
                 assert new.input["up"][corrected] == {"fixed": True}
         else:
             assert len(runs[name]) == 1, f"{name} must not run again"
-    after = snapshot(fe)
+    after = snapshot_attempts(fe)
     for attempt_id in set(before) - made_stale - {target.id}:
         assert after[attempt_id] == before[attempt_id]
     flow_execution = FlowExecution.objects.get(pk=fe)
@@ -148,7 +105,7 @@ def test_execute_flow_reruns_exactly_the_stale_tasks_and_keeps_history(
 
 def test_stale_tasks_run_again_with_execute_only_stale(tenant):
     fe = run_shape(tenant, SHAPES["diamond"])
-    correct(tenant, latest(fe, "b"), {"fixed": 1})
+    correct_as_read(tenant, latest(fe, "b"), {"fixed": 1})
     assert FlowExecution.objects.get(pk=fe).status == "stale"
 
     response = tenant.client.post(f"/flow-executions/{fe}/execute?only=stale")
@@ -194,7 +151,7 @@ def test_superseding_a_task_output_marks_its_dependents_stale_without_rerunning(
 
 def test_a_stale_tasks_current_output_is_marked_stale_in_the_summary(tenant):
     fe = run_shape(tenant, SHAPES["chain"])
-    correct(tenant, latest(fe, "b"), {"fixed": 1})
+    correct_as_read(tenant, latest(fe, "b"), {"fixed": 1})
     summary = FlowExecution.objects.get(pk=fe).task_outputs_summary
     assert summary["status_counts"] == {"completed": 2, "stale": 2}
     assert set(TaskOutput.objects.filter(task_name="c").values_list("status", flat=True)) == {
@@ -242,7 +199,7 @@ def test_correcting_an_older_attempt_is_422_naming_the_current_one(tenant):
     fe = tenant.flow_execution()
     old = tenant.task_execution(fe, status="failed", task_execution_idx=0)
     current = tenant.task_execution(fe, status="completed", task_execution_idx=1)
-    response = correct(tenant, old, {"late": True})
+    response = correct_as_read(tenant, old, {"late": True})
     assert response.status_code == 422
     (problem,) = response.json()["detail"]
     assert problem["loc"] == ["body", "task_execution_idx"]
@@ -257,23 +214,23 @@ def test_another_organizations_task_execution_is_404_and_untouched(tenant, other
     target = latest(fe, "a")
     body = tenant.client.get(f"/task-executions/{target.id}").json()
     body["output"] = {"hijack": True}
-    before = snapshot(fe)
+    before = snapshot_attempts(fe)
     response = other_tenant.client.put(
         f"/task-executions/{target.id}?execute_flow=true", body, format="json"
     )
     assert response.status_code == 404
-    assert snapshot(fe) == before
+    assert snapshot_attempts(fe) == before
 
 
 def test_dry_run_answers_what_would_happen_and_writes_nothing(tenant, settings):
-    settings.FLOWPLATFORM_PYTHON_CALLABLES = ["tests.test_engine"]
+    settings.FLOWPLATFORM_PYTHON_CALLABLES = ["tests.helpers.callables"]
     fe = run_shape(tenant, SHAPES["diamond"], counted=True)
     CALLS.clear()
     target = latest(fe, "a")
     tables = (TaskExecution, TaskOutput, FlowExecution)
     before = [list(model.objects.order_by("pk").values()) for model in tables]
 
-    response = correct(tenant, target, {"fixed": True}, "?dry_run=true&execute_flow=true")
+    response = correct_as_read(tenant, target, {"fixed": True}, "?dry_run=true&execute_flow=true")
 
     assert response.status_code == 200, response.json()
     body = response.json()
@@ -292,7 +249,7 @@ def test_dry_run_answers_what_would_happen_and_writes_nothing(tenant, settings):
 
 def test_dry_run_still_validates(tenant):
     attempt = tenant.task_execution(status="stale")
-    response = correct(tenant, attempt, {"x": 1}, "?dry_run=true")
+    response = correct_as_read(tenant, attempt, {"x": 1}, "?dry_run=true")
     assert response.status_code == 422
 
 
@@ -313,27 +270,6 @@ def test_correction_without_updated_at_is_last_write_wins_and_records_the_actor(
     )
 
 
-def chain_execution(tenant: Any, size: int) -> tuple[FlowExecution, TaskExecution]:
-    tasks = [{"name": "t0", "type": "transform"}] + [
-        {"name": f"t{i}", "type": "transform", "depends_on": [f"t{i - 1}"]} for i in range(1, size)
-    ]
-    flow = create_flow(
-        tenant.org, name=f"chain-{size}", definition=json.dumps({"tasks": tasks}), actor="t"
-    )
-    fe = create_flow_execution(tenant.org, flow)
-    TaskExecution.objects.bulk_create(
-        TaskExecution(
-            organization=tenant.org,
-            flow_execution=fe,
-            task_name=f"t{i}",
-            status="completed",
-            output={"i": i},
-        )
-        for i in range(size)
-    )
-    return fe, TaskExecution.objects.get(flow_execution=fe, task_name="t0")
-
-
 def test_marking_stale_takes_the_same_number_of_queries_for_10_and_10000_tasks(tenant):
     counts = {}
     for size in (10, 10_000):
@@ -350,16 +286,6 @@ def test_marking_stale_takes_the_same_number_of_queries_for_10_and_10000_tasks(t
         assert TaskExecution.objects.filter(flow_execution=fe, status="stale").count() == size - 1
         counts[size] = len(queries)
     assert counts[10] == counts[10_000]
-
-
-# Property tests over the database: reproducible (derandomized), no example database, no
-# per-example deadline (an example runs a flow).
-PROPERTY = settings(
-    deadline=None,
-    derandomize=True,
-    database=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
 
 
 @st.composite
@@ -387,28 +313,6 @@ def test_freshness_invariant_holds_after_any_sequence_of_corrections(tenant, sha
     assert {latest(fe, n).status for n in shape} == {"completed"}
 
 
-def drive_corrections(
-    tenant: Any, fe: str, names: list[str], steps: list[tuple[int, bool, int]], put: Any = correct
-) -> FlowExecution:
-    """Each step corrects a completed task (picked by index) to {"v": value}, with or without
-    execute_flow; the invariant must hold after each, and after re-running what is stale."""
-    for index, execute, value in steps:
-        completed = [n for n in names if latest(fe, n).status == "completed"]
-        if not completed:
-            break
-        target = latest(fe, completed[index % len(completed)])
-        query = "?execute_flow=true" if execute else ""
-        assert put(tenant, target, {"v": value}, query).status_code == 200
-        flow_execution = FlowExecution.objects.get(pk=fe)
-        assert is_settled(flow_execution)
-        assert freshness_violations(flow_execution) == []
-    tenant.client.post(f"/flow-executions/{fe}/execute?only=stale")
-    flow_execution = FlowExecution.objects.get(pk=fe)
-    assert flow_execution.status == "completed"
-    assert freshness_violations(flow_execution) == []
-    return flow_execution
-
-
 def start_document_review(tenant: Any) -> str:
     from pathlib import Path
 
@@ -426,7 +330,7 @@ def start_document_review(tenant: Any) -> str:
 def test_correcting_upstream_of_a_waiting_human_task_cancels_it(tenant):
     fe = start_document_review(tenant)
     waiting = latest(fe, "review")
-    response = correct(tenant, latest(fe, "extract"), {"pages": 9, "title": "new"})
+    response = correct_as_read(tenant, latest(fe, "extract"), {"pages": 9, "title": "new"})
     assert response.json()["stale_tasks"] == ["review"]
     waiting.refresh_from_db()
     assert waiting.status == "stale"
@@ -440,7 +344,9 @@ def test_correcting_upstream_of_a_waiting_human_task_cancels_it(tenant):
 
 def test_with_execute_flow_the_human_task_waits_again_with_the_corrected_input(tenant):
     fe = start_document_review(tenant)
-    correct(tenant, latest(fe, "extract"), {"pages": 9, "title": "new"}, "?execute_flow=true")
+    correct_as_read(
+        tenant, latest(fe, "extract"), {"pages": 9, "title": "new"}, "?execute_flow=true"
+    )
     review = latest(fe, "review")
     assert (review.task_execution_idx, review.status) == (1, "running")
     assert review.input == {"pages": 9, "title": "new"}
@@ -470,7 +376,7 @@ def test_approving_a_rerun_human_task_reruns_its_stale_dependents(tenant):
     approve = tenant.client.get(f"/task-executions/{first.id}").json()
     approve.update(status="completed", output={"approved": True})
     tenant.client.put(f"/task-executions/{first.id}", approve, format="json")
-    correct(tenant, latest(fe, "extract"), {"pages": 3, "title": "t"}, "?execute_flow=true")
+    correct_as_read(tenant, latest(fe, "extract"), {"pages": 3, "title": "t"}, "?execute_flow=true")
     rerun = latest(fe, "review")
     assert (rerun.task_execution_idx, rerun.status) == (1, "running")
     assert latest(fe, "publish").status == "stale"
@@ -494,7 +400,7 @@ def test_approving_a_rerun_human_task_reruns_its_stale_dependents(tenant):
 def test_patching_an_older_stale_attempt_names_the_current_one(tenant):
     fe = start_document_review(tenant)
     old = latest(fe, "review")
-    correct(tenant, latest(fe, "extract"), {"pages": 3, "title": "t"}, "?execute_flow=true")
+    correct_as_read(tenant, latest(fe, "extract"), {"pages": 3, "title": "t"}, "?execute_flow=true")
     response = tenant.client.patch(
         f"/task-executions/{old.id}", {"output": {"x": 1}}, format="json"
     )
@@ -589,7 +495,7 @@ def test_posting_a_queued_attempt_runs_it_on_its_resolved_input(tenant):
 
 def test_queueing_a_task_whose_upstream_is_not_completed_is_refused(tenant):
     fe = run_shape(tenant, SHAPES["chain"])
-    correct(tenant, latest(fe, "a"), {"x": 1})  # b, c, d stale
+    correct_as_read(tenant, latest(fe, "a"), {"x": 1})  # b, c, d stale
     body = {"flow_execution_id": fe, "organization_id": str(tenant.org.id), "task_name": "c"}
     response = tenant.client.post("/task-executions", body, format="json")
     assert response.status_code == 422
@@ -597,7 +503,7 @@ def test_queueing_a_task_whose_upstream_is_not_completed_is_refused(tenant):
 
 
 def test_a_failure_message_the_database_cannot_store_still_fails_the_attempt(tenant, settings):
-    settings.FLOWPLATFORM_PYTHON_CALLABLES = ["tests.test_corrections"]
+    settings.FLOWPLATFORM_PYTHON_CALLABLES = ["tests.helpers.callables"]
     flow = create_flow(
         tenant.org,
         name="nul",
@@ -607,7 +513,7 @@ def test_a_failure_message_the_database_cannot_store_still_fails_the_attempt(ten
                     {
                         "name": "t",
                         "type": "python",
-                        "config": {"callable": "tests.test_corrections:raise_nul"},
+                        "config": {"callable": "tests.helpers.callables:raise_nul"},
                     }
                 ]
             }
@@ -617,10 +523,6 @@ def test_a_failure_message_the_database_cannot_store_still_fails_the_attempt(ten
     response = tenant.client.post("/flow-executions", {"flow_id": str(flow.id)}, format="json")
     assert response.json()["status"] == "failed"
     assert latest(response.json()["id"], "t").status == "failed"
-
-
-def raise_nul(input: Any) -> Any:
-    raise ValueError("bad \x00 value")
 
 
 def test_a_value_the_database_cannot_store_is_a_422_not_a_500(tenant):

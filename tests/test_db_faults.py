@@ -16,16 +16,13 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 from django.conf import settings
@@ -37,8 +34,10 @@ from executions.models import Correction, FlowExecution, TaskExecution
 from executions.services import start_flow_execution
 from flowplatform.tenancy.models import IdempotencyKey
 from flows.services import create_flow
-from tests.conftest import app_database_url
-from tests.test_half_failed import correction, snapshot, start
+from tests.helpers.corrections import correction
+from tests.helpers.database import app_database_url, snapshot_tenant_tables
+from tests.helpers.flows import start_extract_chain
+from tests.helpers.proxy import DatabaseProxy, through_proxy
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKERS = 2
@@ -66,103 +65,7 @@ NOT_READY = {
 }
 
 
-# The proxy ------------------------------------------------------------------------------------
-
-
-class DatabaseProxy:
-    """A TCP proxy to PostgreSQL that the test can cut and restore.
-
-    Each accepted connection is piped both ways to the real server by two threads. `cut()`
-    closes every piped connection at once (a server that went away) and from then on closes
-    each new connection as soon as it is accepted (a server that is not there); `restore()`
-    pipes new connections again.
-    """
-
-    def __init__(self, target: tuple[str, int]) -> None:
-        self.target = target
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.listener.settimeout(0.05)
-        self.port: int = self.listener.getsockname()[1]
-        self.accepting = True
-        self.stopped = False
-        self.lock = threading.Lock()
-        self.pipes: set[tuple[socket.socket, socket.socket]] = set()
-        self.thread = threading.Thread(target=self._accept_loop, daemon=True)
-        self.thread.start()
-
-    @property
-    def live(self) -> int:
-        """Connections being piped now (a server process's pooled connection is one)."""
-        with self.lock:
-            return len(self.pipes)
-
-    def cut(self) -> None:
-        with self.lock:
-            self.accepting = False
-            pipes, self.pipes = self.pipes, set()
-        for pair in pipes:
-            self._close(*pair)
-
-    def restore(self) -> None:
-        with self.lock:
-            self.accepting = True
-
-    def stop(self) -> None:
-        self.stopped = True
-        self.cut()
-        self.thread.join(timeout=5)
-        self.listener.close()
-
-    def _accept_loop(self) -> None:
-        while not self.stopped:
-            try:
-                client, _ = self.listener.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            with self.lock:
-                accepting = self.accepting
-            if not accepting:
-                self._close(client)
-                continue
-            try:
-                upstream = socket.create_connection(self.target, timeout=5)
-            except OSError:
-                self._close(client)
-                continue
-            upstream.settimeout(None)
-            pair = (client, upstream)
-            with self.lock:
-                self.pipes.add(pair)
-            for source, sink in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pump, args=(source, sink, pair), daemon=True).start()
-
-    def _pump(self, source: socket.socket, sink: socket.socket, pair: tuple) -> None:
-        try:
-            while data := source.recv(65536):
-                sink.sendall(data)
-        except OSError:
-            pass
-        with self.lock:
-            self.pipes.discard(pair)
-        self._close(*pair)
-
-    @staticmethod
-    def _close(*sockets: socket.socket) -> None:
-        for sock in sockets:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-            sock.close()
-
-
 # The server -----------------------------------------------------------------------------------
-
-
-def through_proxy(url: str, port: int) -> str:
-    parts = urlsplit(url)
-    netloc = f"{parts.username}@{parts.hostname}:{port}" if parts.username else f"127.0.0.1:{port}"
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 @contextlib.contextmanager
@@ -419,6 +322,16 @@ def gone(*args: Any, **kwargs: Any) -> Any:
     raise OperationalError(GONE)
 
 
+def gone_recorded(fired: list[str], name: str) -> Callable[..., Any]:
+    """`gone`, recording `name` in `fired` first, so a test can check the failure happened."""
+
+    def gone_here(*args: Any, **kwargs: Any) -> Any:
+        fired.append(name)
+        return gone(*args, **kwargs)
+
+    return gone_here
+
+
 def assert_unavailable_response(response: Any) -> None:
     """A Django test client's answer: exactly the 503 shape, with Retry-After."""
     text = response.content.decode()
@@ -441,12 +354,15 @@ def test_a_database_failure_in_a_middleware_is_a_503_never_a_debug_page(
     user = get_user_model().objects.create_superuser("ops", "ops@example.com", "pw")
     browser = Client(raise_request_exception=False)
     browser.force_login(user)
+    fired: list[str] = []
     monkeypatch.setattr(
-        "django.contrib.sessions.backends.db.SessionStore._get_session_from_db", gone
+        "django.contrib.sessions.backends.db.SessionStore._get_session_from_db",
+        gone_recorded(fired, "_get_session_from_db"),
     )
 
     response = browser.get("/admin/", HTTP_X_REQUEST_ID="admin-outage")
 
+    assert fired, "the injected failure did not happen"
     assert_unavailable_response(response)
     assert response.json()["request_id"] == "admin-outage"
 
@@ -478,30 +394,48 @@ def fail_on_commit(monkeypatch: pytest.MonkeyPatch, *, landed: bool) -> list[str
     return fired
 
 
-def fail_in(monkeypatch: pytest.MonkeyPatch, stage: str) -> None:
-    """The database goes away at `stage` of a PUT with an Idempotency-Key."""
+# stage → the injected failures that must happen at it.
+STAGE_FAULTS = {
+    "authentication": {"authenticate_key"},
+    "idempotency claim": {"claim_key"},
+    "handler": {"correct_task_execution"},
+    "commit": {"commit"},
+    "handler and key release": {"correct_task_execution", "release_key"},
+}
+
+
+def fail_in(monkeypatch: pytest.MonkeyPatch, stage: str) -> list[str]:
+    """The database goes away at `stage` of a PUT with an Idempotency-Key. Returns a list that
+    records each injected failure as it happens."""
     from executions.corrections import task_executions
     from flowplatform import idempotency
     from flowplatform.tenancy import authentication
 
+    fired: list[str] = []
     if stage == "authentication":
-        monkeypatch.setattr(authentication, "authenticate_key", gone)
+        # defined in flowplatform.tenancy.services; authentication imported the name and
+        # looks it up in its own namespace, so that is where the replacement must go
+        monkeypatch.setattr(
+            authentication, "authenticate_key", gone_recorded(fired, "authenticate_key")
+        )
     elif stage == "idempotency claim":
-        monkeypatch.setattr(idempotency, "claim_key", gone)
+        monkeypatch.setattr(idempotency, "claim_key", gone_recorded(fired, "claim_key"))
     elif stage in ("handler", "handler and key release"):
         real = task_executions.correct_task_execution
 
         def correct_then_lose_the_connection(*args: Any, **kwargs: Any) -> Any:
             real(*args, **kwargs)
+            fired.append("correct_task_execution")
             raise OperationalError(GONE)
 
         monkeypatch.setattr(
             task_executions, "correct_task_execution", correct_then_lose_the_connection
         )
         if stage == "handler and key release":
-            monkeypatch.setattr(idempotency, "release_key", gone)
+            monkeypatch.setattr(idempotency, "release_key", gone_recorded(fired, "release_key"))
     elif stage == "commit":
-        fail_on_commit(monkeypatch, landed=False)
+        return fail_on_commit(monkeypatch, landed=False)
+    return fired
 
 
 @pytest.mark.django_db(transaction=True)
@@ -514,14 +448,15 @@ def test_a_database_failure_at_any_stage_of_a_write_is_a_503_that_writes_nothing
 ):
 
     settings.IDEMPOTENCY_WAIT_SECONDS = 0
-    flow_execution = start(tenant)
+    flow_execution = start_extract_chain(tenant)
     send = correction(tenant, flow_execution, execute_flow=True)
-    before = snapshot()
-    fail_in(monkeypatch, stage)
+    before = snapshot_tenant_tables()
+    fired = fail_in(monkeypatch, stage)
 
     assert_unavailable_response(send())
+    assert set(fired) == STAGE_FAULTS[stage], "the injected failure did not happen"
 
-    after = snapshot()
+    after = snapshot_tenant_tables()
     keys = after.pop("tenancy_idempotencykey")
     assert before.pop("tenancy_idempotencykey") == []
     assert after == before, "the failed request left partial state"
@@ -546,7 +481,7 @@ def test_a_retry_after_a_commit_whose_answer_was_lost_does_not_do_the_work_twice
 ):
 
     settings.IDEMPOTENCY_WAIT_SECONDS = 0
-    flow_execution = start(tenant)
+    flow_execution = start_extract_chain(tenant)
     send = correction(tenant, flow_execution, execute_flow=True, locked=False)
     fired = fail_on_commit(monkeypatch, landed=True)
 
@@ -565,11 +500,13 @@ def test_a_failure_to_store_the_answer_after_the_commit_still_answers_the_commit
 ):
     from flowplatform import idempotency
 
-    flow_execution = start(tenant)
+    flow_execution = start_extract_chain(tenant)
     send = correction(tenant, flow_execution, execute_flow=True)
-    monkeypatch.setattr(idempotency, "settle_key", gone)
+    fired: list[str] = []
+    monkeypatch.setattr(idempotency, "settle_key", gone_recorded(fired, "settle_key"))
 
     response = send()
 
+    assert fired, "the injected failure did not happen"
     assert Correction.objects.count() == 1  # the work committed
     assert response.status_code == 200, response.content[:2000]

@@ -17,52 +17,23 @@ import pytest
 import yaml
 
 from executions.engine import worker
-from executions.executors import Executor, ExecutorResult
+from executions.executors import ExecutorResult
 from executions.models import FlowExecution, TaskExecution
 from outputs.models import TaskOutput
+from tests.helpers.callables import CALLS
+from tests.helpers.flows import attempts, create_flow, latest
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
-CALLS: list[str] = []
-
-
-def always_fails(input: Any) -> Any:
-    raise ValueError(f"cannot handle {input!r}")
-
-
-def fails_once(input: Any) -> Any:
-    CALLS.append("fails_once")
-    if CALLS.count("fails_once") == 1:
-        raise RuntimeError("transient")
-    return {"ok": True}
-
-
-def counted(input: Any) -> Any:
-    CALLS.append(json.dumps(input, sort_keys=True))
-    return input
-
-
-class ShoutExecutor(Executor):
-    name = "shout"
-
-    def run(self, input: Any, config: dict[str, Any]) -> ExecutorResult:
-        return ExecutorResult(str(input).upper(), summary={"loud": True})
 
 
 @pytest.fixture(autouse=True)
 def allow_test_callables(settings: Any) -> Iterator[None]:
-    settings.FLOWPLATFORM_PYTHON_CALLABLES = ["examples", "tests.test_engine"]
+    settings.FLOWPLATFORM_PYTHON_CALLABLES = ["examples", "tests.helpers.callables"]
     CALLS.clear()
     yield
     CALLS.clear()
-
-
-def create_flow(tenant: Any, definition: dict | str, name: str = "flow") -> str:
-    text = definition if isinstance(definition, str) else yaml.safe_dump(definition)
-    response = tenant.client.post("/flows", {"name": name, "definition": text}, format="json")
-    assert response.status_code == 201, response.json()
-    return response.json()["id"]
 
 
 def run(tenant: Any, definition: dict | str, flow_input: Any = None, **extra: Any) -> dict:
@@ -72,19 +43,6 @@ def run(tenant: Any, definition: dict | str, flow_input: Any = None, **extra: An
     )
     assert response.status_code == 201, response.json()
     return response.json()
-
-
-def attempts(flow_execution_id: str) -> dict[str, list[TaskExecution]]:
-    by_task: dict[str, list[TaskExecution]] = {}
-    for attempt in TaskExecution.objects.filter(flow_execution_id=flow_execution_id).order_by(
-        "task_name", "task_execution_idx"
-    ):
-        by_task.setdefault(attempt.task_name, []).append(attempt)
-    return by_task
-
-
-def latest(flow_execution_id: str, task: str) -> TaskExecution:
-    return attempts(flow_execution_id)[task][-1]
 
 
 def task(name: str, type_: str = "transform", **fields: Any) -> dict:
@@ -177,7 +135,7 @@ def test_failing_task_with_two_retries_leaves_three_failed_attempts_and_a_failed
                 task(
                     "flaky",
                     "python",
-                    config={"callable": "tests.test_engine:always_fails"},
+                    config={"callable": "tests.helpers.callables:always_fails"},
                     retries=2,
                     input=1,
                 ),
@@ -200,7 +158,12 @@ def test_retry_that_succeeds_completes_the_flow_and_keeps_the_failed_attempt(ten
         tenant,
         {
             "tasks": [
-                task("t", "python", config={"callable": "tests.test_engine:fails_once"}, retries=1)
+                task(
+                    "t",
+                    "python",
+                    config={"callable": "tests.helpers.callables:fails_once"},
+                    retries=1,
+                )
             ]
         },
     )
@@ -243,7 +206,7 @@ def test_summary_matches_the_published_outputs(tenant):
 
 
 def test_custom_executor_from_settings_runs(tenant, settings):
-    settings.FLOWPLATFORM_EXECUTORS = {"shout": "tests.test_engine.ShoutExecutor"}
+    settings.FLOWPLATFORM_EXECUTORS = {"shout": "tests.helpers.callables.ShoutWithSummaryExecutor"}
     fe = run(tenant, {"tasks": [task("s", "shout", input="${{ flow.input }}")]}, "hi")
     assert latest(fe["id"], "s").output == "HI"
     assert TaskOutput.objects.get(flow_execution_id=fe["id"]).summary == {"loud": True}
@@ -255,13 +218,13 @@ def test_reexecuting_the_whole_flow_adds_an_attempt_per_task_and_keeps_history(t
             task(
                 "a",
                 "python",
-                config={"callable": "tests.test_engine:counted"},
+                config={"callable": "tests.helpers.callables:counted"},
                 input="${{ flow.input }}",
             ),
             task(
                 "b",
                 "python",
-                config={"callable": "tests.test_engine:counted"},
+                config={"callable": "tests.helpers.callables:counted"},
                 input="${{ tasks.a.output }}",
             ),
         ]
@@ -449,7 +412,8 @@ def test_jobs_are_enqueued_only_after_commit_so_a_rolled_back_start_runs_nothing
     from executions.services import start_flow_execution
 
     flow_id = create_flow(
-        tenant, {"tasks": [task("a", "python", config={"callable": "tests.test_engine:counted"})]}
+        tenant,
+        {"tasks": [task("a", "python", config={"callable": "tests.helpers.callables:counted"})]},
     )
 
     seen_inside: dict[str, Any] = {}

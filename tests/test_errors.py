@@ -94,11 +94,15 @@ def test_unhandled_error_is_500_without_traceback_and_is_logged(tenant, monkeypa
 
 
 def test_error_outside_drf_views_is_500_json(anon_client, monkeypatch):
+    fired = []
+
     def explode(request):
+        fired.append("JsonResponse")
         raise RuntimeError("boom in plain view")
 
     monkeypatch.setattr("flowplatform.health.JsonResponse", explode)
     response = anon_client.get("/healthz")
+    assert fired, "the injected failure did not happen"
     assert response.status_code == 500
     assert_error_shape(response.json(), "internal_error")
     assert "boom" not in response.content.decode()
@@ -107,11 +111,15 @@ def test_error_outside_drf_views_is_500_json(anon_client, monkeypatch):
 def test_database_outage_is_503(tenant, monkeypatch):
     from django.db import OperationalError
 
+    fired = []
+
     def unavailable(*args, **kwargs):
+        fired.append("get_queryset")
         raise OperationalError("connection refused")
 
     monkeypatch.setattr("executions.views.TaskExecutionViewSet.get_queryset", unavailable)
     response = tenant.client.get("/task-executions")
+    assert fired, "the injected failure did not happen"
     assert response.status_code == 503
     assert_error_shape(response.json(), "service_unavailable")
     assert "connection refused" not in response.content.decode()

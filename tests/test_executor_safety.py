@@ -18,7 +18,7 @@ import yaml
 from executions.executors import HttpExecutor, PythonExecutor, TaskFailed
 from executions.models import TaskExecution
 from flows.models import Flow
-from tests.conftest import Tenant
+from tests.helpers.tenants import Tenant
 
 CHUNK = b"x" * 65536
 ENDLESS_BYTES = 256 * 1024 * 1024  # what the endless answers would send if nobody stopped them

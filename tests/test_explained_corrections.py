@@ -19,59 +19,27 @@ from hypothesis import strategies as st
 from executions.models import Correction, FlowExecution, TaskExecution
 from executions.selectors import freshness_violations
 from outputs.models import TaskOutput
-from tests.contract.helpers import assert_error, problems
-from tests.test_corrections import PROPERTY, SHAPES, drive_corrections, run_shape, snapshot
-from tests.test_engine import CALLS, attempts, create_flow, latest
+from tests.helpers.callables import CALLS, allow_test_callables  # noqa: F401 - autouse fixture
+from tests.helpers.contract import assert_error, problems
+
+# Under the names this module has always used: the tests' text is unchanged (the property
+# tests' derandomized examples are derived from it).
+from tests.helpers.corrections import (
+    PROPERTY,
+    SHAPES,
+    chain_execution,
+    counted_task,
+    drive_corrections,
+    lossy_chain,
+    run_shape,
+)
+from tests.helpers.corrections import correct_as_key as correct
+from tests.helpers.corrections import snapshot_attempts as snapshot
+from tests.helpers.flows import attempts, latest
+from tests.helpers.flows import get_json as get
+from tests.helpers.flows import start_execution as start
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture(autouse=True)
-def allow_test_callables(settings: Any) -> None:
-    settings.FLOWPLATFORM_PYTHON_CALLABLES = ["examples", "tests"]
-    CALLS.clear()
-
-
-def start(tenant: Any, tasks: list[dict], flow_input: Any = None) -> str:
-    flow_id = create_flow(tenant, {"tasks": tasks}, name=f"f-{uuid.uuid4().hex[:8]}")
-    response = tenant.client.post(
-        "/flow-executions", {"flow_id": flow_id, "input": flow_input}, format="json"
-    )
-    assert response.status_code == 201, response.json()
-    return response.json()["id"]
-
-
-def counted_task(name: str, upstream: str, **extra: Any) -> dict:
-    """Output = input; every run is recorded in CALLS (as its input's JSON)."""
-    return {
-        "name": name,
-        "type": "python",
-        "input": {"from": name, "up": f"${{{{ tasks.{upstream}.output }}}}"},
-        "config": {"callable": "tests.test_engine:counted"},
-        **extra,
-    }
-
-
-def lossy_chain(c_extra: dict | None = None) -> list[dict]:
-    """a → b → c where b keeps only a's `x`: changing a's `y` leaves b's output as it was."""
-    return [
-        {"name": "a", "type": "transform", "input": {"x": 1, "y": 1}},
-        {
-            "name": "b",
-            "type": "transform",
-            "input": "${{ tasks.a.output }}",
-            "config": {"expression": "{x: x}"},
-        },
-        counted_task("c", "b", **(c_extra or {})),
-    ]
-
-
-def correct(tenant: Any, attempt: TaskExecution, output: Any, query: str = "", **changes: Any):
-    """PUT what was read, with a new output; `modified_by` left out: the key's identity acts."""
-    body = get(tenant, f"/task-executions/{attempt.id}")
-    del body["modified_by"]
-    body.update(output=output, status="completed", **changes)
-    return tenant.client.put(f"/task-executions/{attempt.id}{query}", body, format="json")
 
 
 def publish(tenant: Any, fe: str, task_name: str, output: Any, **fields: Any):
@@ -86,12 +54,6 @@ def publish(tenant: Any, fe: str, task_name: str, output: Any, **fields: Any):
         **fields,
     }
     return tenant.client.post("/task-outputs", body, format="json")
-
-
-def get(tenant: Any, path: str) -> dict:
-    response = tenant.client.get(path)
-    assert response.status_code == 200, response.content
-    return response.json()
 
 
 def corrections(fe: str) -> list[Correction]:
@@ -669,12 +631,6 @@ def test_an_unknown_rerun_policy_is_refused_naming_the_task(tenant, value):
     assert any("rerun" in item["msg"] and "'a'" in item["msg"] for item in body["detail"])
 
 
-def parity(input: Any) -> Any:
-    """A lossy task: the parity of the numbers it reads."""
-    numbers = [v for v in json.dumps(input) if v.isdigit()]
-    return {"v": sum(map(int, numbers)) % 2}
-
-
 @st.composite
 def lossy_dags(draw: st.DrawFn) -> list[dict]:
     size = draw(st.integers(min_value=2, max_value=7))
@@ -687,7 +643,7 @@ def lossy_dags(draw: st.DrawFn) -> list[dict]:
         task = {
             "name": f"n{i}",
             "type": "python",
-            "config": {"callable": "tests.test_explained_corrections:parity"},
+            "config": {"callable": "tests.helpers.callables:parity"},
             "input": {"up": reads, "seed": i if not parents else 0},
         }
         if parents and draw(st.integers(0, 3)) == 0:
@@ -724,8 +680,6 @@ def test_early_cutoff_keeps_the_freshness_invariant(tenant, tasks, steps):
 
 
 def test_stale_marking_with_causes_costs_the_same_queries_at_10_and_2000_tasks(tenant):
-    from tests.test_corrections import chain_execution
-
     counts = {}
     tenant.client.get("/corrections")  # the key's last_used_at is fresh for both sizes
     for size in (10, 2000):
@@ -925,8 +879,6 @@ def test_a_cutoff_cascade_costs_the_same_queries_however_long(tenant):
 
 
 def test_taking_over_earlier_causes_costs_the_same_queries_at_10_and_2000_tasks(tenant):
-    from tests.test_corrections import chain_execution
-
     counts = {}
     tenant.client.get("/corrections")
     for size in (10, 2000):

@@ -9,22 +9,11 @@ from typing import Any
 import pytest
 import yaml
 
-from executions.executors import Executor, ExecutorResult
 from flows.models import Flow, FlowVersion
-from tests.conftest import Tenant
+from tests.helpers.tenants import Tenant
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 KNOWN_TYPES = ("http", "human", "python", "transform")  # as the message lists them
-
-
-class ShoutExecutor(Executor):
-    """A task type added through settings.FLOWPLATFORM_EXECUTORS."""
-
-    name = "shout"
-    config_keys = frozenset({"volume"})
-
-    def run(self, input: Any, config: dict[str, Any]) -> ExecutorResult:
-        return ExecutorResult(str(input).upper())
 
 
 def task(name: str, **fields: Any) -> dict[str, Any]:
@@ -781,13 +770,13 @@ def test_a_definition_using_every_field_is_accepted(tenant: Tenant, settings) ->
 
 
 def test_an_executor_registered_in_settings_is_a_valid_type(tenant: Tenant, settings) -> None:
-    settings.FLOWPLATFORM_EXECUTORS = {"shout": "tests.test_flow_validation.ShoutExecutor"}
+    settings.FLOWPLATFORM_EXECUTORS = {"shout": "tests.helpers.callables.ShoutWithVolumeExecutor"}
 
     accepted(tenant, flow_yaml(task("a"), task("b", type="shout", config={"volume": 11})))
 
 
 def test_a_registered_executor_checks_its_config(tenant: Tenant, settings) -> None:
-    settings.FLOWPLATFORM_EXECUTORS = {"shout": "tests.test_flow_validation.ShoutExecutor"}
+    settings.FLOWPLATFORM_EXECUTORS = {"shout": "tests.helpers.callables.ShoutWithVolumeExecutor"}
 
     detail = refused(tenant, flow_yaml(task("a", type="shout", config={"pitch": "high"})))
 
@@ -799,7 +788,7 @@ def test_a_registered_executor_checks_its_config(tenant: Tenant, settings) -> No
 def test_an_unregistered_type_is_refused_listing_the_registered_ones(
     tenant: Tenant, settings
 ) -> None:
-    settings.FLOWPLATFORM_EXECUTORS = {"shout": "tests.test_flow_validation.ShoutExecutor"}
+    settings.FLOWPLATFORM_EXECUTORS = {"shout": "tests.helpers.callables.ShoutWithVolumeExecutor"}
 
     detail = refused(tenant, flow_yaml(task("a", type="whisper")))
 

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from flows.models import Flow, FlowVersion
-from tests.conftest import DEFINITION, Tenant
+from tests.helpers.tenants import DEFINITION, Tenant
 
 SECOND_DEFINITION = """\
 name: document-review

@@ -9,7 +9,7 @@ that match the documented schema. Each operation runs against its own fresh
 organization holding real rows (both example flows run, a correction made), and path ids and the
 ids inside bodies often name those rows — or another organization's — so the fuzzer gets past
 "not found". The run is deterministic (derandomized) and bounded per operation; the summary
-from tests/fuzz_report.py shows what it covered. What it found is kept in
+from tests/helpers/fuzz_report.py shows what it covered. What it found is kept in
 tests/test_fuzz_regressions.py.
 """
 
@@ -46,7 +46,7 @@ from flowplatform.tenancy.services import create_api_key, create_organization
 from flows.models import Flow
 from flows.services import create_flow
 from outputs.models import TaskOutput
-from tests.fuzz_report import FUZZ_STATS
+from tests.helpers.fuzz_report import FUZZ_STATS
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -16,7 +16,7 @@ from rest_framework.test import APIClient
 
 from executions.models import TaskExecution
 from flowplatform.tenancy.services import create_api_key
-from tests.conftest import Tenant
+from tests.helpers.tenants import Tenant
 
 pytestmark = pytest.mark.django_db
 

@@ -9,7 +9,6 @@ work once. A worker's attempt must end failed (or retried), never half-finished 
 
 from __future__ import annotations
 
-import json
 import sys
 import uuid
 from collections.abc import Callable
@@ -21,10 +20,11 @@ from executions.engine import planning, publishing
 from executions.engine import status as flow_status
 from executions.models import Correction, FlowExecution, TaskExecution
 from flowplatform import history
-from flows.services import create_flow
 from outputs import summary
 from outputs.models import TaskOutput
-from tests.conftest import tenant_tables
+from tests.helpers.corrections import correction
+from tests.helpers.database import snapshot_tenant_tables
+from tests.helpers.flows import start_extract_chain
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -33,33 +33,6 @@ INTERNAL_ERROR = {
     "message": "An unexpected error occurred.",
     "details": {},
 }
-
-
-def definition(extract_retries: int = 0, side: bool = True) -> str:
-    """extract → count → report, and `side`, which nothing upstream of it can make stale."""
-    return json.dumps(
-        {
-            "tasks": [
-                {
-                    "name": "extract",
-                    "type": "transform",
-                    "input": {"pages": "${{ flow.input.pages }}"},
-                    "retries": extract_retries,
-                },
-                {
-                    "name": "count",
-                    "type": "transform",
-                    "input": {"pages": "${{ tasks.extract.output.pages }}"},
-                },
-                {
-                    "name": "report",
-                    "type": "transform",
-                    "input": {"count": "${{ tasks.count.output }}"},
-                },
-                {"name": "side", "type": "transform", "input": {"x": "${{ flow.input.pages }}"}},
-            ][: 4 if side else 3]
-        }
-    )
 
 
 class Injected(Exception):
@@ -95,14 +68,6 @@ def inject(
     return fired
 
 
-def snapshot() -> dict[str, list[dict[str, Any]]]:
-    """Every row of every tenant table (the tests see all organizations)."""
-    return {
-        table: list(model._base_manager.order_by("pk").values())
-        for table, model in sorted(tenant_tables().items())
-    }
-
-
 def assert_internal_error(response: Any) -> None:
     assert response.status_code == 500, response.content[:2000]
     assert response["Content-Type"] == "application/json"
@@ -110,20 +75,6 @@ def assert_internal_error(response: Any) -> None:
     text = response.content.decode()
     assert "injected" not in text
     assert "Traceback" not in text
-
-
-def start(tenant: Any, extract_retries: int = 0, side: bool = True) -> FlowExecution:
-    flow = create_flow(
-        tenant.org,
-        name=f"chain-{uuid.uuid4().hex[:8]}",
-        definition=definition(extract_retries, side),
-        actor="t",
-    )
-    response = tenant.client.post(
-        "/flow-executions", {"flow_id": str(flow.id), "input": {"pages": 1}}, format="json"
-    )
-    assert response.status_code == 201, response.json()
-    return FlowExecution.objects.get(pk=response.json()["id"])
 
 
 def attempts(flow_execution: FlowExecution) -> dict[str, list[tuple[int, str]]]:
@@ -150,36 +101,21 @@ def current_output(flow_execution: FlowExecution, task_name: str) -> Any:
 def fails_then_succeeds_once(send: Callable[[], Any]) -> tuple[Any, Any]:
     """Send the request with the injected failure armed; nothing may change. Then send it
     again (the failure fires only once) and a third time: the third is the second's replay."""
-    before = snapshot()
+    before = snapshot_tenant_tables()
     assert_internal_error(send())
-    assert snapshot() == before, "the failed request left partial state"
+    assert snapshot_tenant_tables() == before, "the failed request left partial state"
     retried = send()
     assert retried.status_code < 300, retried.content[:2000]
     assert "Idempotent-Replayed" not in retried  # the 500 was not kept: the work ran now
-    after_retry = snapshot()
+    after_retry = snapshot_tenant_tables()
     replayed = send()
     assert replayed["Idempotent-Replayed"] == "true"
     assert (replayed.status_code, replayed.content) == (retried.status_code, retried.content)
-    assert snapshot() == after_retry
+    assert snapshot_tenant_tables() == after_retry
     return retried, replayed
 
 
 # The correction path: PUT /task-executions/{id} ----------------------------------------------
-
-
-def correction(
-    tenant: Any, flow_execution: FlowExecution, *, execute_flow: bool, locked: bool = True
-) -> Callable[[], Any]:
-    """GET → edit → PUT of extract's attempt, always with the same Idempotency-Key; `locked`:
-    with the `updated_at` read (optimistic locking), else last write wins."""
-    extract = TaskExecution.objects.get(flow_execution=flow_execution, task_name="extract")
-    body = tenant.client.get(f"/task-executions/{extract.pk}").json()
-    body.update(status="completed", output={"pages": 7})
-    if not locked:
-        del body["updated_at"]
-    key = str(uuid.uuid4())
-    url = f"/task-executions/{extract.pk}?execute_flow={str(execute_flow).lower()}"
-    return lambda: tenant.client.put(url, body, format="json", HTTP_IDEMPOTENCY_KEY=key)
 
 
 # (target, name, caller, after): where the correction path fails.
@@ -205,7 +141,7 @@ CORRECTION_FAULTS = {
 def test_a_correction_that_fails_half_way_leaves_nothing_and_its_retry_works_once(
     tenant, monkeypatch, fault, execute_flow
 ):
-    flow_execution = start(tenant)
+    flow_execution = start_extract_chain(tenant)
     assert attempts(flow_execution) == {
         t: [(0, "completed")] for t in ("count", "extract", "report", "side")
     }
@@ -261,7 +197,7 @@ def test_a_correction_that_fails_half_way_leaves_nothing_and_its_retry_works_onc
 def test_a_reexecution_that_fails_half_way_leaves_nothing_and_its_retry_works_once(
     tenant, monkeypatch, query, caller, owner, name, rerun
 ):
-    flow_execution = start(tenant)
+    flow_execution = start_extract_chain(tenant)
     key = str(uuid.uuid4())
     url = f"/flow-executions/{flow_execution.pk}/execute{query}"
     tenant.client.get(f"/flow-executions/{flow_execution.pk}")  # the key's last use is recorded
@@ -289,7 +225,7 @@ def test_a_worker_failing_after_publishing_the_output_records_the_attempt_failed
     no completed attempt, no dependents started) and the attempt is recorded failed."""
     fired = inject(monkeypatch, publishing, "publish_output", caller="finish")
 
-    flow_execution = start(tenant)
+    flow_execution = start_extract_chain(tenant)
 
     assert fired, "the injected failure did not happen"
     flow_execution.refresh_from_db()
@@ -308,7 +244,7 @@ def test_a_worker_failing_after_publishing_the_output_retries_and_publishes_once
 ):
     fired = inject(monkeypatch, publishing, "publish_output", caller="finish")
 
-    flow_execution = start(tenant, extract_retries=1)
+    flow_execution = start_extract_chain(tenant, extract_retries=1)
 
     assert fired, "the injected failure did not happen"
     flow_execution.refresh_from_db()
@@ -328,7 +264,7 @@ def fail_to_record_the_failure(tenant: Any, monkeypatch: pytest.MonkeyPatch) -> 
     so run_attempt falls back to a bare update of the attempt. No other job runs after it."""
     published = inject(monkeypatch, publishing, "publish_output", caller="finish")
     retried = inject(monkeypatch, planning, "retry", caller="finish", after=False)
-    flow_execution = start(tenant, extract_retries=1, side=False)
+    flow_execution = start_extract_chain(tenant, extract_retries=1, side=False)
     assert published, "the injected failure after publishing did not happen"
     assert retried, "the injected failure while recording the failure did not happen"
     flow_execution.refresh_from_db()

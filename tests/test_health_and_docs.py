@@ -22,11 +22,15 @@ def test_readyz_reports_database(anon_client):
 
 
 def test_readyz_is_503_when_database_is_unreachable(anon_client, monkeypatch):
+    fired = []
+
     def refuse(*args, **kwargs):
+        fired.append("cursor")
         raise OperationalError("could not connect")
 
     monkeypatch.setattr("flowplatform.health.connection.cursor", refuse)
     response = anon_client.get("/readyz")
+    assert fired, "the injected failure did not happen"
     assert response.status_code == 503
     assert response.json()["error"]["code"] == "not_ready"
 

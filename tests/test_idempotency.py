@@ -22,8 +22,8 @@ from flowplatform.tenancy.models import ApiKey, IdempotencyKey
 from flowplatform.tenancy.services import create_api_key
 from flows.models import Flow
 from outputs.models import TaskOutput
-from tests.conftest import DEFINITION, Tenant
-from tests.contract.helpers import assert_error, problems
+from tests.helpers.contract import assert_error, problems
+from tests.helpers.tenants import DEFINITION, Tenant
 
 KEY = "3f0c2a4e-retry-me"
 
@@ -178,13 +178,16 @@ def test_an_expired_key_does_the_work_again(tenant):
 def test_a_5xx_releases_the_key_so_a_retry_does_the_work(tenant, monkeypatch):
     body = {"name": "review", "definition": DEFINITION}
     create_flow = flows.services.create_flow
+    fired: list[str] = []
 
     def broken(*args: Any, **kwargs: Any) -> Any:
+        fired.append("create_flow")
         raise RuntimeError("database went away mid-request")
 
     monkeypatch.setattr(flows.services, "create_flow", broken)
     failed = post(tenant.client, "/flows", body)
     monkeypatch.setattr(flows.services, "create_flow", create_flow)
+    assert fired == ["create_flow"], "the injected failure did not happen"
     retried = post(tenant.client, "/flows", body)
 
     assert_error(failed, 500, "internal_error")

@@ -23,8 +23,8 @@ from flowplatform.tenancy.models import ApiKey, IdempotencyKey
 from flowplatform.tenancy.services import IssuedKey, create_api_key, revoke_api_key
 from flows.models import Flow, FlowVersion
 from outputs.models import TaskOutput
-from tests.conftest import DEFINITION, Tenant
-from tests.contract.helpers import assert_error, problems
+from tests.helpers.contract import assert_error, problems
+from tests.helpers.tenants import DEFINITION, Tenant
 
 pytestmark = pytest.mark.django_db
 

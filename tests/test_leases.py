@@ -16,7 +16,7 @@ from django.core.management import call_command
 from django.db import connection
 from django.utils import timezone
 
-from executions import jobs, leases
+from executions import leases
 from executions.engine import reaper, worker
 from executions.executors import ExecutorResult
 from executions.models import FlowExecution, TaskExecution
@@ -24,67 +24,16 @@ from executions.selectors import freshness_violations
 from executions.services import start_flow_execution
 from flowplatform import rls
 from flows.services import create_flow
+from tests.helpers.callables import SEEN
+from tests.helpers.leases import run_python_task, stranded
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-SEEN: list[dict[str, Any]] = []
-
-
-def look_at_my_lease(input: Any) -> Any:
-    """A python task that records its own attempt's lease as the worker holds it."""
-    attempt = TaskExecution.objects.get(status="running", task_name="a")
-    SEEN.append({"owner": attempt.lease_owner, "expires": attempt.lease_expires_at})
-    return input
 
 
 @pytest.fixture(autouse=True)
 def callables(settings: Any) -> None:
-    settings.FLOWPLATFORM_PYTHON_CALLABLES = ["examples", "tests.test_leases"]
+    settings.FLOWPLATFORM_PYTHON_CALLABLES = ["examples", "tests.helpers.callables"]
     SEEN.clear()
-
-
-def definition(retries: int = 1) -> str:
-    return yaml.safe_dump(
-        {
-            "tasks": [
-                {
-                    "name": "a",
-                    "type": "transform",
-                    "retries": retries,
-                    "input": "${{ flow.input }}",
-                },
-                {"name": "b", "type": "transform", "input": "${{ tasks.a.output }}"},
-            ]
-        }
-    )
-
-
-def stranded(tenant: Any, retries: int = 1, expired: bool = True) -> FlowExecution:
-    """A flow execution whose task `a` a worker claimed and then vanished: running, with a
-    lease that ran out a second ago (or still runs for a minute)."""
-    flow = create_flow(tenant.org, name="f", definition=definition(retries), actor="t")
-    enqueue = jobs.enqueue_after_commit
-    jobs.enqueue_after_commit = lambda *args: None  # nobody runs the job: the worker died
-    try:
-        with rls.tenant_scope(tenant.org.pk):
-            fe = start_flow_execution(tenant.org, flow_id=flow.id, input="x", actor="t")
-    finally:
-        jobs.enqueue_after_commit = enqueue
-    offset = timedelta(seconds=-1 if expired else 60)
-    TaskExecution.objects.filter(flow_execution=fe, task_name="a").update(
-        status="running", lease_owner="lost-host:4242", lease_expires_at=timezone.now() + offset
-    )
-    return fe
-
-
-def run_python_task(tenant: Any, callable_path: str) -> FlowExecution:
-    """Start a one-task flow whose task `a` runs `callable_path` (embedded: it has run)."""
-    task = {"name": "a", "type": "python", "config": {"callable": callable_path}}
-    flow = create_flow(
-        tenant.org, name="f", definition=yaml.safe_dump({"tasks": [task]}), actor="t"
-    )
-    with rls.tenant_scope(tenant.org.pk):
-        return start_flow_execution(tenant.org, flow_id=flow.id, input=1, actor="t")
 
 
 def history(fe: FlowExecution, task: str = "a") -> list[TaskExecution]:
@@ -97,7 +46,7 @@ def history(fe: FlowExecution, task: str = "a") -> list[TaskExecution]:
 
 def test_a_worker_holds_a_lease_while_the_task_runs_and_releases_it(tenant, settings):
     before = timezone.now()
-    fe = run_python_task(tenant, "tests.test_leases:look_at_my_lease")
+    fe = run_python_task(tenant, "tests.helpers.callables:look_at_my_lease")
     fe.refresh_from_db()
     assert fe.status == "completed"
     [seen] = SEEN

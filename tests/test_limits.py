@@ -20,8 +20,8 @@ from flowplatform.jsonlimits import nesting_depth
 from flowplatform.tenancy.models import IdempotencyKey
 from flows.models import Flow, FlowVersion
 from outputs.models import TaskOutput
-from tests.conftest import DEFINITION, Tenant
-from tests.contract.helpers import assert_error, problems
+from tests.helpers.contract import assert_error, problems
+from tests.helpers.tenants import DEFINITION, Tenant
 
 pytestmark = pytest.mark.django_db
 

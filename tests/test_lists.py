@@ -12,7 +12,7 @@ from django.db.models import Model
 from executions.models import FlowExecution, TaskExecution
 from flows.models import Flow, FlowVersion
 from outputs.models import TaskOutput
-from tests.conftest import DEFINITION, Tenant
+from tests.helpers.tenants import DEFINITION, Tenant
 
 LIST_MODELS: dict[str, type[Model]] = {
     "/flows": Flow,

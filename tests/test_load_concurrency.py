@@ -35,7 +35,7 @@ from flowplatform import dbretry
 from flowplatform.tenancy.models import IdempotencyKey
 from flows.models import Flow
 from outputs.models import TaskOutput
-from tests.conftest import Tenant
+from tests.helpers.tenants import Tenant
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 TEXT = "the quick brown fox jumps over the lazy dog"
@@ -320,6 +320,7 @@ def test_when_the_retries_run_out_the_client_gets_503_and_nothing_was_written(
     faults.failures = 0
     assert correct().status_code == 200
     assert Correction.objects.count() == 1
+    assert jobs.calls, "the job counter saw no job: `jobs.calls == []` above proved nothing"
 
 
 @pytest.mark.postgresql
@@ -335,11 +336,13 @@ def test_a_real_deadlock_between_two_corrections_is_retried_and_both_apply(
     barrier = threading.Barrier(2)
     local = threading.local()
     lock_for_write = locking.flow_execution_for_write
+    crossed: list[str] = []
 
     def lock_then_cross(organization: Any, flow_execution_id: Any) -> FlowExecution:
         locked = lock_for_write(organization, flow_execution_id)
         if not getattr(local, "crossed", False):
             local.crossed = True
+            crossed.append(str(locked.pk))
             barrier.wait(timeout=10)  # both hold their own flow execution's row lock
             other = ids[1] if str(locked.pk) == ids[0] else ids[0]
             locking.lock_flow_execution(uuid.UUID(other))  # each waits for the other
@@ -364,6 +367,7 @@ def test_a_real_deadlock_between_two_corrections_is_retried_and_both_apply(
     for thread in threads:
         thread.join(timeout=30)
 
+    assert sorted(crossed) == sorted(ids), "the injected lock of the other did not happen"
     assert statuses == {0: 200, 1: 200}
     (warning,) = retry_warnings(caplog)
     assert "deadlock_detected (SQLSTATE 40P01), rolled back" in warning

@@ -19,18 +19,13 @@ from executions.management.commands.reexecute_stale import duration
 from executions.models import Correction, FlowExecution, TaskExecution
 from flows.models import Flow, FlowVersion
 from outputs.models import TaskOutput
-from tests.test_engine import CALLS, attempts, latest
-from tests.test_explained_corrections import correct, counted_task, lossy_chain, start
+from tests.helpers.callables import CALLS, allow_test_callables  # noqa: F401 - autouse fixture
+from tests.helpers.corrections import correct_as_key, counted_task, lossy_chain
+from tests.helpers.flows import attempts, latest, start_execution
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture(autouse=True)
-def allow_test_callables(settings: Any) -> None:
-    settings.FLOWPLATFORM_PYTHON_CALLABLES = ["examples", "tests"]
-    CALLS.clear()
 
 
 class Terminal(io.StringIO):
@@ -59,14 +54,14 @@ def stale_execution(tenant: Any, x: int = 1, flow_id: str | None = None) -> str:
     """A settled chain (a new flow, or `flow_id`) whose `a` was corrected without
     execute_flow: b and c are stale."""
     if flow_id is None:
-        fe = start(tenant, chain(), {"x": x})
+        fe = start_execution(tenant, chain(), {"x": x})
     else:
         response = tenant.client.post(
             "/flow-executions", {"flow_id": flow_id, "input": {"x": x}}, format="json"
         )
         assert response.status_code == 201, response.json()
         fe = response.json()["id"]
-    response = correct(tenant, latest(fe, "a"), {"x": x + 100})
+    response = correct_as_key(tenant, latest(fe, "a"), {"x": x + 100})
     assert response.status_code == 200, response.json()
     assert FlowExecution.objects.get(pk=fe).status == FlowExecution.Status.STALE
     CALLS.clear()
@@ -93,7 +88,7 @@ def counts(fe: str) -> dict[str, int]:
 
 
 def test_reexecute_flow_runs_every_task_again_and_keeps_history(tenant):
-    fe = start(tenant, chain(), {"x": 1})
+    fe = start_execution(tenant, chain(), {"x": 1})
     first = {name: items[0] for name, items in attempts(fe).items()}
     CALLS.clear()
 
@@ -132,7 +127,7 @@ def test_reexecute_flow_stale_only_reruns_only_the_stale_tasks(tenant):
 
 
 def test_reexecute_flow_task_reruns_that_task_and_its_dependents(tenant):
-    fe = start(tenant, chain(), {"x": 1})
+    fe = start_execution(tenant, chain(), {"x": 1})
     CALLS.clear()
 
     out = call("reexecute_flow", fe, "--task", "b")
@@ -146,7 +141,7 @@ def test_reexecute_flow_task_reruns_that_task_and_its_dependents(tenant):
 
 
 def test_reexecute_flow_dry_run_writes_nothing_and_runs_no_job(tenant):
-    fe = start(tenant, lossy_chain(), None)
+    fe = start_execution(tenant, lossy_chain(), None)
     CALLS.clear()
     before = snapshot()
 
@@ -160,7 +155,7 @@ def test_reexecute_flow_dry_run_writes_nothing_and_runs_no_job(tenant):
 
 
 def test_reexecute_flow_dry_run_of_the_whole_flow_reports_the_root_tasks(tenant):
-    fe = start(tenant, chain(), {"x": 1})
+    fe = start_execution(tenant, chain(), {"x": 1})
     before = snapshot()
 
     out = call("reexecute_flow", fe, "--dry-run")
@@ -181,7 +176,7 @@ def test_reexecute_flow_dry_run_of_the_whole_flow_reports_the_root_tasks(tenant)
     ],
 )
 def test_reexecute_flow_rejects_bad_input_and_changes_nothing(tenant, args, message):
-    fe = start(tenant, chain(), {"x": 1})
+    fe = start_execution(tenant, chain(), {"x": 1})
     before = snapshot()
     with pytest.raises(CommandError, match=message.replace("(", r"\(")):
         call("reexecute_flow", *(arg.format(fe=fe) for arg in args))
@@ -189,7 +184,7 @@ def test_reexecute_flow_rejects_bad_input_and_changes_nothing(tenant, args, mess
 
 
 def test_reexecute_flow_refuses_a_deleted_flow_execution(tenant):
-    fe = start(tenant, chain(), {"x": 1})
+    fe = start_execution(tenant, chain(), {"x": 1})
     services.delete_flow_execution(FlowExecution.objects.get(pk=fe), actor="ops")
     before = snapshot()
     with pytest.raises(CommandError, match="the flow execution is deleted"):
@@ -218,7 +213,7 @@ def test_reexecute_flow_help_from_the_command_line():
 
 def test_reexecute_stale_reexecutes_the_stale_executions_of_one_org(tenant, other_tenant):
     stale = [stale_execution(tenant, 1), stale_execution(tenant, 2)]
-    settled = start(tenant, chain(), {"x": 3})
+    settled = start_execution(tenant, chain(), {"x": 3})
     elsewhere = stale_execution(other_tenant)
 
     out = call("reexecute_stale", "--org", "acme", "--actor", "ops")
@@ -268,9 +263,11 @@ def test_reexecute_stale_dry_run_lists_what_would_run_and_writes_nothing(tenant)
 def test_reexecute_stale_reports_a_failure_goes_on_and_exits_non_zero(tenant, monkeypatch):
     failing, fine = stale_execution(tenant, 1), stale_execution(tenant, 2)
     real = services.start_reexecution
+    fired: list[str] = []
 
     def reexecute(flow_execution: FlowExecution, **kwargs: Any) -> Any:
         if str(flow_execution.pk) == failing:
+            fired.append(failing)
             raise RuntimeError("disk full")
         return real(flow_execution, **kwargs)
 
@@ -279,6 +276,7 @@ def test_reexecute_stale_reports_a_failure_goes_on_and_exits_non_zero(tenant, mo
     with pytest.raises(CommandError, match=r"1 of 2 flow execution\(s\) failed"):
         call_command("reexecute_stale", stdout=out, stderr=err)
 
+    assert fired == [failing], "the injected failure did not happen"
     assert f"{failing} (acme/" in err.getvalue()
     assert "failed: RuntimeError: disk full" in err.getvalue()
     assert "1 stale flow execution(s) re-executed" in out.getvalue()
@@ -292,15 +290,18 @@ def test_reexecute_stale_skips_an_execution_no_longer_stale_when_its_turn_comes(
 ):
     first, second = stale_execution(tenant, 1), stale_execution(tenant, 2)
     real = locking.lock_flow_execution
+    fired: list[str] = []
 
     def lock(flow_execution_id: uuid.UUID) -> FlowExecution:
         if str(flow_execution_id) == second:  # somebody re-ran it after the command listed it
+            fired.append(second)
             FlowExecution.objects.filter(pk=second).update(status=FlowExecution.Status.COMPLETED)
         return real(flow_execution_id)
 
     monkeypatch.setattr(locking, "lock_flow_execution", lock)
     out = call("reexecute_stale")
 
+    assert fired, "the injected change did not happen"
     assert f"{second} (acme/" in out
     assert "skipped: no longer stale (status completed)" in out
     assert "1 stale flow execution(s) re-executed, 1 skipped (no longer stale)" in out
@@ -325,7 +326,7 @@ def test_reexecute_stale_draws_a_progress_bar_on_a_terminal_only(tenant):
 
 
 def test_reexecute_stale_with_nothing_stale_says_so(tenant):
-    start(tenant, chain(), {"x": 1})
+    start_execution(tenant, chain(), {"x": 1})
     assert "No stale flow executions match." in call("reexecute_stale")
 
 

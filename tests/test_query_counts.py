@@ -11,7 +11,7 @@ from django.test.utils import CaptureQueriesContext
 from executions.models import FlowExecution, TaskExecution
 from flows.models import Flow, FlowVersion
 from outputs.models import TaskOutput
-from tests.conftest import DEFINITION, Tenant
+from tests.helpers.tenants import DEFINITION, Tenant
 
 ROWS = 100
 

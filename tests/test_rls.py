@@ -27,7 +27,8 @@ from flowplatform import rls
 from flowplatform.tenancy.models import ApiKey, IdempotencyKey, Membership
 from flows.models import Flow
 from outputs.models import TaskOutput
-from tests.conftest import APP_ROLE, Tenant, tenant_tables
+from tests.helpers.database import APP_ROLE, tenant_tables
+from tests.helpers.tenants import Tenant
 
 pytestmark = [pytest.mark.postgresql, pytest.mark.django_db(transaction=True)]
 

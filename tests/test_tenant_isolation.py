@@ -16,7 +16,7 @@ from django.utils import timezone
 from executions.models import FlowExecution, TaskExecution
 from flows.models import Flow, FlowVersion
 from outputs.models import TaskOutput
-from tests.conftest import Tenant, random_uuid
+from tests.helpers.tenants import Tenant, random_uuid
 
 TENANT_MODELS: list[type[Model]] = [Flow, FlowVersion, FlowExecution, TaskExecution, TaskOutput]
 

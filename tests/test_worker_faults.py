@@ -19,6 +19,8 @@ from executions.models import TaskExecution
 from executions.services import start_flow_execution
 from flowplatform import rls
 from flows.services import create_flow
+from tests.helpers.callables import STOPPING
+from tests.helpers.leases import run_python_task, stranded
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -92,13 +94,18 @@ def test_a_database_blip_between_the_job_claim_and_the_attempt_claim_does_not_or
             raise OperationalError("server closed the connection unexpectedly")
         return real_scope(*args, **kwargs)
 
+    failed_to_record: list[str] = []
+
     def set_failed_during_outage(self: Any, exc: BaseException) -> None:
+        failed_to_record.append(str(self.pk))
         raise OperationalError("server closed the connection unexpectedly")
 
     monkeypatch.setattr(rls, "tenant_scope", scope_during_outage)
     monkeypatch.setattr(DBTaskResult, "set_failed", set_failed_during_outage)
     worker().run()  # survives the outage, then (batch) exits: nothing is ready any more
     monkeypatch.undo()
+    assert outage["left"] == 0, "the injected outage did not happen"
+    assert failed_to_record, "the job's outcome was written: the outage did not reach it"
 
     reaper.reap_expired()  # the database is back; the reaper runs
     attempt = TaskExecution.objects.get(flow_execution=fe)
@@ -117,8 +124,6 @@ def test_the_reaper_does_not_fail_an_attempt_whose_lease_was_renewed_after_it_lo
     """A renewal that commits between the reaper's read and its update (a worker whose
     heartbeat was late but is alive) wins: the reaper's update is a compare-and-set on the
     expired lease, so the live worker's result is kept and the task does not run twice."""
-    from tests.test_leases import stranded
-
     fe = stranded(tenant, retries=0)
     attempt = TaskExecution.objects.get(flow_execution=fe, task_name="a")
     real_now = reaper.timezone.now
@@ -136,20 +141,9 @@ def test_the_reaper_does_not_fail_an_attempt_whose_lease_was_renewed_after_it_lo
     monkeypatch.setattr(reaper, "timezone", Clock)
     reaper.reap_expired()
     monkeypatch.undo()
+    assert Clock.renewed, "the injected renewal did not happen"
     attempt.refresh_from_db()
     assert attempt.status == "running", attempt.error
-
-
-STOPPING: dict[str, Worker] = {}
-
-
-def catches_everything(input: Any) -> Any:
-    """Ordinary user code: a broad `except Exception` around work (a retry loop, a fallback)."""
-    try:
-        STOPPING["worker"]._interrupt("the task did not finish within 0s")  # SIGALRM lands here
-        return {"complete": True}
-    except Exception:
-        return {"fallback": True}
 
 
 def test_a_task_interrupted_at_the_shutdown_timeout_is_not_recorded_completed(tenant, settings):
@@ -157,11 +151,9 @@ def test_a_task_interrupted_at_the_shutdown_timeout_is_not_recorded_completed(te
     completed with whatever its fallback returned, and the worker would wait for it however
     long it takes): WorkerStopped is a BaseException, like KeyboardInterrupt, SystemExit and
     asyncio.CancelledError, for exactly this reason."""
-    settings.FLOWPLATFORM_PYTHON_CALLABLES = ["examples", "tests.test_worker_faults"]
+    settings.FLOWPLATFORM_PYTHON_CALLABLES = ["examples", "tests.helpers.callables"]
     STOPPING["worker"] = worker()
-    from tests.test_leases import run_python_task
-
-    fe = run_python_task(tenant, "tests.test_worker_faults:catches_everything")
+    fe = run_python_task(tenant, "tests.helpers.callables:catches_everything")
     attempt = TaskExecution.objects.get(flow_execution=fe, task_execution_idx=0)
     assert (attempt.status, attempt.output) != ("completed", {"fallback": True})
     assert attempt.error
@@ -175,7 +167,6 @@ def test_one_flow_execution_that_cannot_be_reaped_does_not_block_every_other(
     was removed from FLOWPLATFORM_EXECUTORS) must not stop the pass: it comes first in every
     pass (oldest expiry first), so no other lease in any organization would be reaped."""
     from tests.helpers.faults import make_definition_unloadable
-    from tests.test_leases import stranded
 
     poison = stranded(tenant)  # its lease expired first
     healthy = stranded(other_tenant)

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
-import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -17,58 +15,19 @@ import pytest
 from executions.models import FlowExecution, TaskExecution
 from executions.services import start_flow_execution
 from flows.services import create_flow
-from tests.conftest import app_database_url
+from tests.helpers.database import app_database_url
+from tests.helpers.proxy import DatabaseProxy, through_proxy
+from tests.helpers.workers import start_worker, stop, wait_until_settled
 
 pytestmark = [pytest.mark.postgresql, pytest.mark.django_db(transaction=True)]
 
-ROOT = Path(__file__).resolve().parent.parent
 LEAVES = 200
-
-
-def start_worker(worker_id: str, log_dir: Path, *extra: str, **env_extra: str) -> subprocess.Popen:
-    env = {
-        **os.environ,
-        "DATABASE_URL": app_database_url(),  # row-level security binds the workers
-        "TASKS_BACKEND": "database",
-        "FLOWPLATFORM_PYTHON_CALLABLES": "examples,tests.worker_tasks",
-        "LOG_LEVEL": "warning",
-        **env_extra,
-    }
-    command = [
-        sys.executable, "manage.py", "db_worker", "--no-reload", "--no-startup-delay",
-        "--interval", "0.05", "--worker-id", worker_id, *extra,
-    ]  # fmt: skip
-    output = (log_dir / f"{worker_id}.log").open("w")
-    return subprocess.Popen(  # noqa: S603 - a fixed argv, no shell
-        command, cwd=ROOT, env=env, stdout=output, stderr=subprocess.STDOUT
-    )
-
-
-def stop(workers: list[subprocess.Popen]) -> None:
-    for worker in workers:
-        worker.send_signal(signal.SIGTERM)
-    for worker in workers:
-        try:
-            worker.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            worker.kill()
-            worker.wait()
-
-
-def wait_until_settled(flow_execution_id: Any, timeout: float = 240) -> str:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        status = FlowExecution.objects.get(pk=flow_execution_id).status
-        if status in {"completed", "failed"}:
-            return status
-        time.sleep(0.2)
-    return "timed out"
 
 
 def test_two_db_workers_run_a_200_task_fan_out_exactly_once(tenant, settings, tmp_path):
     settings.TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend"}}
-    settings.FLOWPLATFORM_PYTHON_CALLABLES = ["examples", "tests.worker_tasks"]
-    record = {"callable": "tests.worker_tasks:record"}
+    settings.FLOWPLATFORM_PYTHON_CALLABLES = ["examples", "tests.helpers.worker_tasks"]
+    record = {"callable": "tests.helpers.worker_tasks:record"}
     leaves = [f"leaf{i}" for i in range(LEAVES)]
     definition = {
         "tasks": [
@@ -104,7 +63,7 @@ def test_two_db_workers_run_a_200_task_fan_out_exactly_once(tenant, settings, tm
 
 
 # Worker faults. A short lease so a lost worker is noticed in seconds; workers reap twice a
-# second. Tasks sleep in `tests.worker_tasks:slow`, logging when they start and finish.
+# second. Tasks sleep in `tests.helpers.worker_tasks:slow`, logging when they start and finish.
 FAST_LEASES = {"FLOWPLATFORM_LEASE_SECONDS": "2", "FLOWPLATFORM_REAP_INTERVAL_SECONDS": "0.5"}
 
 
@@ -112,11 +71,12 @@ FAST_LEASES = {"FLOWPLATFORM_LEASE_SECONDS": "2", "FLOWPLATFORM_REAP_INTERVAL_SE
 def queue(settings: Any) -> None:
     """This process enqueues jobs for the worker processes; they may run tests' callables."""
     settings.TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend"}}
-    settings.FLOWPLATFORM_PYTHON_CALLABLES = ["examples", "tests.worker_tasks"]
+    settings.FLOWPLATFORM_PYTHON_CALLABLES = ["examples", "tests.helpers.worker_tasks"]
 
 
 def slow_task(name: str, log: Path, seconds: float, **fields: Any) -> dict[str, Any]:
-    return {"name": name, "type": "python", "config": {"callable": "tests.worker_tasks:slow"},
+    slow = {"callable": "tests.helpers.worker_tasks:slow"}
+    return {"name": name, "type": "python", "config": slow,
             "input": {"task": name, "log": str(log), "seconds": seconds}, **fields}  # fmt: skip
 
 
@@ -245,8 +205,6 @@ def test_sigterm_stops_a_task_that_outlasts_the_shutdown_timeout_and_queues_its_
 
 
 def test_a_worker_outlives_a_database_outage_and_carries_on(tenant, queue, tmp_path):
-    from tests.test_db_faults import DatabaseProxy, through_proxy
-
     log = tmp_path / "executions.log"
     proxy = DatabaseProxy(("127.0.0.1", 5432))
     worker = start_worker(

@@ -14,14 +14,14 @@ from typing import Any
 import pytest
 
 from executions.models import TaskExecution
-from tests.conftest import Tenant, random_uuid
-from tests.contract.helpers import (
+from tests.helpers.contract import (
     assert_error,
     is_aware_datetime_string,
     is_json_value,
     is_uuid_string,
     problems,
 )
+from tests.helpers.tenants import Tenant, random_uuid
 
 STATUSES = ["queued", "running", "completed", "failed", "deleted", "stale"]
 REQUIRED_BODY_FIELDS = [
@@ -514,7 +514,10 @@ def test_put_without_updated_at_is_last_write_wins(tenant):
 
 
 def test_put_unexpected_error_returns_500_without_internals(tenant, monkeypatch):
+    fired: list[str] = []
+
     def explode(*args: Any, **kwargs: Any) -> None:
+        fired.append("correct_task_execution")
         raise RuntimeError("boom secret")
 
     monkeypatch.setattr("executions.corrections.task_executions.correct_task_execution", explode)
@@ -522,6 +525,7 @@ def test_put_unexpected_error_returns_500_without_internals(tenant, monkeypatch)
     response = put(
         tenant, te.id, required_body(te, status="completed"), HTTP_X_REQUEST_ID="req-500"
     )
+    assert fired, "the injected failure did not happen"
     assert_error(response, 500, "internal_error", request_id="req-500")
     text = response.content.decode()
     assert "boom" not in text

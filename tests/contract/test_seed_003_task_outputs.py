@@ -15,14 +15,14 @@ import pytest
 from executions.models import FlowExecution
 from flows.services import update_flow
 from outputs.models import TaskOutput
-from tests.conftest import DEFINITION, Tenant, random_uuid
-from tests.contract.helpers import (
+from tests.helpers.contract import (
     assert_error,
     is_aware_datetime_string,
     is_json_value,
     is_uuid_string,
     problems,
 )
+from tests.helpers.tenants import DEFINITION, Tenant, random_uuid
 
 STATUSES = ["queued", "running", "in_progress", "completed", "failed", "deleted", "stale"]
 CREATABLE_STATUSES = [s for s in STATUSES if s != "deleted"]
@@ -497,12 +497,16 @@ def test_post_with_unknown_organization_returns_404(tenant):
 
 
 def test_post_unexpected_error_returns_500_without_internals(tenant, monkeypatch):
+    fired: list[str] = []
+
     def explode(*args: Any, **kwargs: Any) -> None:
+        fired.append("create_task_output")
         raise RuntimeError("boom secret")
 
     monkeypatch.setattr("executions.corrections.task_outputs.create_task_output", explode)
     fe = tenant.flow_execution()
     response = post(tenant, body_for(tenant, fe), HTTP_X_REQUEST_ID="req-500")
+    assert fired, "the injected failure did not happen"
     assert_error(response, 500, "internal_error", request_id="req-500")
     text = response.content.decode()
     assert "boom" not in text

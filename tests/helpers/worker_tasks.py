@@ -1,5 +1,6 @@
-"""A callable for tests that run real worker processes: it appends the task's name to a log
-file, so the test can count how often each task really executed, across processes."""
+"""Callables for tests that run real worker processes (tests/test_workers.py names them by
+dotted path; the db_worker subprocesses import this module): each appends the task's name to a
+log file, so the test can count how often each task really executed, across processes."""
 
 from __future__ import annotations
 

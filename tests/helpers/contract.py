@@ -1,4 +1,5 @@
-"""Checks shared by the contract tests of both seed pages."""
+"""Checks of the API's answers, as the contract tests of both seed pages state them: the one
+error shape, its 422 problems, and the JSON value types."""
 
 from __future__ import annotations
 

@@ -2,6 +2,7 @@
 
 tests/test_fuzz.py records each call here; the terminal summary hook prints one line per
 operation (calls, statuses seen, failures), so CI logs show what the fuzzer covered without -s.
+A pytest plugin: tests/conftest.py registers it (`pytest_plugins`).
 """
 
 from __future__ import annotations
