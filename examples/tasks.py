@@ -1,5 +1,7 @@
 """Callables for the example flows. A callable takes the task's resolved input and returns
-its output, or an ExecutorResult to give its own summary."""
+its output (or an ExecutorResult to give its own summary); a summary function (a python task's
+`config.summary`) takes an output and returns its summary, also for a person's corrected
+output."""
 
 from __future__ import annotations
 
@@ -8,13 +10,18 @@ from typing import Any
 from executions.executors import ExecutorResult
 
 
-def extract(input: dict[str, Any]) -> ExecutorResult:
+def extract(input: dict[str, Any]) -> dict[str, Any]:
     """Pretend to read a document: its text is the input, pages are blocks of 40 words."""
     text = str(input.get("document", ""))
     words = text.split()
     pages = max(1, -(-len(words) // 40))
-    output = {"pages": pages, "words": len(words), "title": " ".join(words[:6])}
-    return ExecutorResult(output, summary={"pages": pages, "word_count": len(words)})
+    return {"pages": pages, "words": len(words), "title": " ".join(words[:6])}
+
+
+def extract_summary(output: Any) -> dict[str, Any]:
+    """What extract's output shows in the flow execution's summary."""
+    output = output if isinstance(output, dict) else {}
+    return {"pages": output.get("pages"), "word_count": output.get("words")}
 
 
 def word_lengths(input: dict[str, Any]) -> list[int]:

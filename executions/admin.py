@@ -32,10 +32,10 @@ from flowplatform.admin import (
     ScopedHistoryMixin,
     ScopedOrganizationFilter,
     TenantAdmin,
-    admin_actor,
 )
 from flowplatform.api.serializers import REASON_MAX_LENGTH
 from flowplatform.exceptions import ConcurrentUpdate, DomainError, InvalidInput
+from flowplatform.tenancy.services import user_actor
 from flows.definitions import spec_for
 
 
@@ -96,7 +96,7 @@ class FlowExecutionAdmin(TenantAdmin):
         for flow_execution in queryset.select_related("flow_version"):
             try:
                 services.reexecute_flow_execution(
-                    flow_execution, actor=admin_actor(request), only_stale=only_stale
+                    flow_execution, actor=user_actor(request.user), only_stale=only_stale
                 )
                 done += 1
             except DomainError as exc:
@@ -191,7 +191,7 @@ class TaskExecutionCorrectionForm(forms.ModelForm):
             "changes": self.changes(),
             "identity": {},
             "expected_updated_at": self.expected_updated_at,
-            "actor": admin_actor(self.request),
+            "actor": user_actor(self.request.user),
             "execute_flow": self.cleaned_data.get("execute_flow", False),
             "reason": self.cleaned_data.get("reason", "").strip(),
             "source": Correction.Source.ADMIN,
@@ -204,7 +204,7 @@ class TaskExecutionAdmin(ScopedHistoryMixin, SimpleHistoryAdmin, TenantAdmin):
     form = TaskExecutionCorrectionForm
     list_display = ["task_name", "task_execution_idx", "status", "flow_execution", "modified_by"]
     list_filter = ["status", ("organization", ScopedOrganizationFilter)]
-    list_select_related = ["flow_execution"]
+    list_select_related = ["flow_execution__flow"]
     search_fields = ["task_name"]
     readonly_fields = [
         "correction_preview",
@@ -245,19 +245,35 @@ class TaskExecutionAdmin(ScopedHistoryMixin, SimpleHistoryAdmin, TenantAdmin):
             return "-"
         downstream = spec.dag.descendants(obj.task_name)
         latest = selectors.latest_attempts(obj.flow_execution, downstream)
-        stale = staleness.stale_candidates(spec, latest)
+        going_stale = staleness.stale_candidates(spec, latest)
+        already = [n for n in spec.dag.in_order(latest) if n not in going_stale]
+        if not latest:
+            headline = "Nothing downstream has run: a changed output marks nothing stale."
+        else:
+            headline = (
+                f"{len(going_stale)} task(s) downstream would be marked stale"
+                + (f"; {len(already)} already stale or deleted" if already else "")
+                + "."
+            )
         items = format_html_join(
             "",
-            '<li><a href="{}">{}</a> ({})</li>',
-            ((task_execution_url(latest[n].id), n, latest[n].status) for n in stale),
+            '<li><a href="{}">{}</a> ({}{})</li>',
+            (
+                (
+                    task_execution_url(latest[n].id),
+                    n,
+                    latest[n].status,
+                    " → stale" if n in going_stale else ", stays so",
+                )
+                for n in spec.dag.in_order(latest)
+            ),
         )
         return format_html(
             '<div id="correction-preview">{}<ul>{}</ul>{}</div>',
-            f"{len(stale)} task(s) downstream would be marked stale"
-            + (":" if stale else " (nothing downstream has run)."),
+            headline,
             items,
-            "With “Execute flow” they run again with the corrected inputs; a task whose "
-            "input does not change reuses its result (early cutoff).",
+            "With “Execute flow” every stale task downstream runs again with the corrected "
+            "inputs; a task whose input does not change reuses its result (early cutoff).",
         )
 
     @admin.display(description="Why it is stale")
@@ -334,7 +350,7 @@ class CorrectionAdmin(ReadOnlyModelAdmin):
         "execute_flow",
         ("organization", ScopedOrganizationFilter),
     ]
-    list_select_related = ["flow_execution"]
+    list_select_related = ["flow_execution__flow"]
     search_fields = ["task_name", "modified_by", "reason"]
     date_hierarchy = "created_at"
     readonly_fields = [field.name for field in Correction._meta.fields]

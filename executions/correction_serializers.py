@@ -8,6 +8,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from executions.models import Correction
+from flowplatform.api.serializers import UUIDField
 
 REASON_READ_HELP = "Why, in the words of the person who made it; null if none was given."
 
@@ -18,23 +19,23 @@ class BlankAsNullField(serializers.CharField):
 
 
 class StartedAttemptSerializer(serializers.Serializer):
-    id = serializers.UUIDField()
+    id = UUIDField()
     task_name = serializers.CharField()
     task_execution_idx = serializers.IntegerField()
-    reused_from = serializers.UUIDField(allow_null=True)
+    reused_from = UUIDField(allow_null=True)
 
 
 class CorrectionSerializer(serializers.ModelSerializer):
     """A correction: who changed which task's result, when, why, and what that did."""
 
-    organization_id = serializers.UUIDField(read_only=True)
-    flow_execution_id = serializers.UUIDField(read_only=True)
-    task_execution_id = serializers.UUIDField(
+    organization_id = UUIDField(read_only=True)
+    flow_execution_id = UUIDField(read_only=True)
+    task_execution_id = UUIDField(
         read_only=True,
         allow_null=True,
         help_text="The corrected attempt (for a task output change, the task's latest attempt).",
     )
-    task_output_id = serializers.UUIDField(
+    task_output_id = UUIDField(
         read_only=True,
         allow_null=True,
         help_text="The task output it published (a task execution correction), created, edited "

@@ -96,6 +96,14 @@ def requeue(job_ids: list[Any]) -> int:
     )
 
 
+def mark_successful(job_ids: list[Any]) -> int:
+    """RUNNING job rows whose attempt's outcome was recorded after all (a worker held it through
+    a database outage): they are done."""
+    return DBTaskResult.objects.filter(pk__in=job_ids, status=TaskResultStatus.RUNNING).update(
+        status=TaskResultStatus.SUCCESSFUL, finished_at=timezone.now()
+    )
+
+
 def fail_lost_jobs(attempt_ids: list[uuid.UUID]) -> None:
     """The lost worker's django-tasks-db job rows stay RUNNING forever otherwise: mark them
     failed too, so the queue's own view (its admin, prune_db_task_results) agrees."""

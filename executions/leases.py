@@ -72,8 +72,16 @@ class _Heartbeat:
     whenever it holds no lease, so an idle process keeps no extra connection open.
     """
 
+    # After a failed renewal (the database away), the next try comes this soon: once the
+    # database is back, leases are renewed before other workers' reapers look at them.
+    RETRY_SECONDS = 1.0
+
     def __init__(self) -> None:
         self._held: dict[uuid.UUID, tuple[uuid.UUID, str]] = {}
+        # Leases of attempts whose outcome this process holds but could not record yet (the
+        # database was away: engine.worker records it once it is back). Not "holding" in the
+        # sense of holding(): no executor runs for them.
+        self._kept: dict[uuid.UUID, tuple[uuid.UUID, str]] = {}
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
@@ -92,6 +100,14 @@ class _Heartbeat:
         finally:
             self._held.pop(attempt_id, None)
 
+    def keep(self, attempt_id: uuid.UUID, organization_id: uuid.UUID, owner: str) -> None:
+        """Go on renewing this lease after its executor returned, until release()."""
+        self._kept[attempt_id] = (organization_id, owner)
+        self._ensure_thread()
+
+    def release(self, attempt_id: uuid.UUID) -> None:
+        self._kept.pop(attempt_id, None)
+
     def _ensure_thread(self) -> None:
         thread = self._thread
         if thread is not None and thread.is_alive() and self._pid == os.getpid():
@@ -109,18 +125,21 @@ class _Heartbeat:
         return bool(self._held)
 
     def _run(self) -> None:
+        pause = lease_seconds() / 3
         while True:
-            self._wake.wait(lease_seconds() / 3)
+            self._wake.wait(pause)
             self._wake.clear()
-            held = self._held.copy()
+            pause = lease_seconds() / 3
+            held = {**self._kept, **self._held}
             if not held:
                 connection.close()
                 continue
             try:
                 self.renew(held)
-            except Exception:  # the database may be away: try again next beat
+            except Exception:  # the database may be away: try again soon
                 logger.exception("renewing %d lease(s) failed", len(held))
                 connection.close()
+                pause = min(pause, self.RETRY_SECONDS)
 
     def renew(self, held: dict[uuid.UUID, tuple[uuid.UUID, str]]) -> int:
         from executions.models import TaskExecution

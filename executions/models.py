@@ -86,7 +86,9 @@ class FlowExecution(TenantOwned):
         ]
 
     def __str__(self) -> str:
-        return f"{self.flow_id} execution {self.id}"
+        """The flow's name and the start of the id, as operators tell runs apart in admin
+        (lists select the flow with it)."""
+        return f"{self.flow.name} · {str(self.id)[:8]}"
 
 
 class TaskExecution(TenantOwned):

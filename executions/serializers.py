@@ -9,8 +9,10 @@ from rest_framework import serializers
 
 from executions.models import FlowExecution, StaleReason, TaskExecution
 from flowplatform.api.serializers import (
+    JSONObjectField,
     QueryBooleanField,
     StrictSerializer,
+    UUIDField,
     modified_by_field,
     reason_field,
     server_set_field,
@@ -43,8 +45,8 @@ UPDATED_AT_LOCK_HELP = (
 
 
 class FlowExecutionSerializer(serializers.ModelSerializer):
-    organization_id = serializers.UUIDField(read_only=True)
-    flow_id = serializers.UUIDField(read_only=True)
+    organization_id = UUIDField(read_only=True)
+    flow_id = UUIDField(read_only=True)
     flow_version = serializers.IntegerField(
         source="flow_version.version",
         read_only=True,
@@ -70,7 +72,7 @@ class FlowExecutionSerializer(serializers.ModelSerializer):
 
 
 class StaleCauseSerializer(serializers.Serializer):
-    correction_id = serializers.UUIDField(
+    correction_id = UUIDField(
         allow_null=True,
         help_text="The correction that made the attempt stale (GET /corrections/{id}); null "
         "when it went stale for another reason.",
@@ -92,9 +94,9 @@ class StaleCauseSerializer(serializers.Serializer):
 class TaskExecutionSerializer(serializers.ModelSerializer):
     """The representation every endpoint returns."""
 
-    id = serializers.UUIDField(read_only=True, help_text=ID_HELP)
-    flow_execution_id = serializers.UUIDField(read_only=True, help_text=FLOW_EXECUTION_ID_HELP)
-    organization_id = serializers.UUIDField(read_only=True, help_text=ORGANIZATION_ID_HELP)
+    id = UUIDField(read_only=True, help_text=ID_HELP)
+    flow_execution_id = UUIDField(read_only=True, help_text=FLOW_EXECUTION_ID_HELP)
+    organization_id = UUIDField(read_only=True, help_text=ORGANIZATION_ID_HELP)
     status = serializers.ChoiceField(
         choices=TaskExecution.Status.choices, read_only=True, help_text=STATUS_HELP
     )
@@ -102,7 +104,7 @@ class TaskExecutionSerializer(serializers.ModelSerializer):
     stale_cause = serializers.SerializerMethodField(
         help_text="Why the attempt is stale; null unless its status is stale."
     )
-    reused_from = serializers.UUIDField(
+    reused_from = UUIDField(
         source="reused_from_id",
         read_only=True,
         allow_null=True,
@@ -162,7 +164,7 @@ class _TaskExecutionWriteFields(StrictSerializer):
     modified_by = modified_by_field(required=False)
     created_at = server_set_field(serializers.DateTimeField, "When the attempt was created.")
     stale_cause = server_set_field(serializers.JSONField, "Why the attempt is stale.")
-    reused_from = server_set_field(serializers.UUIDField, "The attempt whose output is reused.")
+    reused_from = server_set_field(UUIDField, "The attempt whose output is reused.")
 
 
 class TaskExecutionCreateSerializer(_TaskExecutionWriteFields):
@@ -170,9 +172,9 @@ class TaskExecutionCreateSerializer(_TaskExecutionWriteFields):
 
     ignored_fields = ("id", "created_at", "updated_at", "stale_cause", "reused_from")
 
-    id = server_set_field(serializers.UUIDField, ID_HELP)
-    flow_execution_id = serializers.UUIDField(help_text=FLOW_EXECUTION_ID_HELP)
-    organization_id = serializers.UUIDField(help_text=ORGANIZATION_ID_HELP)
+    id = server_set_field(UUIDField, ID_HELP)
+    flow_execution_id = UUIDField(help_text=FLOW_EXECUTION_ID_HELP)
+    organization_id = UUIDField(help_text=ORGANIZATION_ID_HELP)
     task_execution_idx = serializers.IntegerField(
         required=False,
         min_value=0,
@@ -196,9 +198,9 @@ class TaskExecutionUpdateSerializer(_TaskExecutionWriteFields):
 
     ignored_fields = ("created_at", "stale_cause", "reused_from")
 
-    id = serializers.UUIDField(help_text=ID_HELP)
-    flow_execution_id = serializers.UUIDField(help_text=FLOW_EXECUTION_ID_HELP)
-    organization_id = serializers.UUIDField(help_text=ORGANIZATION_ID_HELP)
+    id = UUIDField(help_text=ID_HELP)
+    flow_execution_id = UUIDField(help_text=FLOW_EXECUTION_ID_HELP)
+    organization_id = UUIDField(help_text=ORGANIZATION_ID_HELP)
     task_execution_idx = serializers.IntegerField(
         min_value=0, max_value=2**31 - 1, help_text=TE.get_field("task_execution_idx").help_text
     )
@@ -207,6 +209,14 @@ class TaskExecutionUpdateSerializer(_TaskExecutionWriteFields):
         required=False, allow_null=True, help_text=UPDATED_AT_LOCK_HELP
     )
     reason = reason_field()
+    summary = JSONObjectField(
+        required=False,
+        write_only=True,
+        help_text="The corrected output's summary (a JSON object), published with it as the "
+        "task output's summary. Without it the summary is derived from the output as the "
+        "task's type derives it (a python task's `config.summary` function, else a generic "
+        "one). Only for a correction that publishes a new output.",
+    )
 
 
 class ExecuteFlowQuerySerializer(serializers.Serializer):
@@ -250,7 +260,7 @@ class CorrectionResponseSerializer(TaskExecutionSerializer):
         "whose inputs are ready; the rest follow as their upstream tasks complete).",
     )
     new_attempts = serializers.ListField(
-        child=serializers.UUIDField(),
+        child=UUIDField(),
         read_only=True,
         help_text="Ids of the attempts this request started (empty on a dry run).",
     )
@@ -261,7 +271,7 @@ class CorrectionResponseSerializer(TaskExecutionSerializer):
         help_text="On a dry run: send it back as `?preview_token=` with the same change to apply "
         "it only if nothing this preview saw has changed. Null otherwise.",
     )
-    correction_id = serializers.UUIDField(
+    correction_id = UUIDField(
         read_only=True,
         allow_null=True,
         help_text="The Correction recorded for this change (GET /corrections/{id}); null on a "
@@ -284,7 +294,7 @@ class CorrectionResponseSerializer(TaskExecutionSerializer):
 class FlowExecutionCreateSerializer(StrictSerializer):
     """POST /flow-executions."""
 
-    flow_id = serializers.UUIDField(help_text="The flow to run.")
+    flow_id = UUIDField(help_text="The flow to run.")
     input = serializers.JSONField(
         required=False,
         allow_null=True,
@@ -302,13 +312,15 @@ class ReexecuteQuerySerializer(serializers.Serializer):
     only = serializers.ChoiceField(
         choices=["stale"],
         required=False,
-        help_text="`stale`: re-run only the stale tasks (and what they release).",
+        help_text="`stale`: re-run only the stale tasks (and what they release). Not with "
+        "`task` (both are a 422 at `task`).",
     )
     task = serializers.CharField(
         required=False,
         min_length=1,
         max_length=200,
-        help_text="Re-run only this task and every task downstream of it.",
+        help_text="Re-run only this task and every task downstream of it. Not with `only` (both "
+        "are a 422 at `task`).",
     )
 
     def validate(self, data: dict) -> dict:

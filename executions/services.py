@@ -11,6 +11,7 @@ from django.db import IntegrityError, transaction
 
 from executions import jobs, locking, selectors, transitions
 from executions.engine import lifecycle, staleness
+from executions.engine import status as flow_status
 from executions.executors import get_executor
 from executions.models import FlowExecution, TaskExecution
 from flowplatform.exceptions import Conflict, InvalidInput, NotFound
@@ -112,6 +113,15 @@ def start_reexecution(
             "unknown_task",
         )
     return lifecycle.reexecute(flow_execution, actor=actor, only_stale=only_stale, task=task)
+
+
+def outstanding_tasks(flow_execution: FlowExecution) -> list[str]:
+    """The tasks that will still run (their attempts now, or once their upstream tasks
+    complete), in dependency order: what a re-execution will run in all, not only its first
+    attempts."""
+    spec = spec_for(flow_execution.flow_version)
+    latest = selectors.latest_attempts(flow_execution, spec.tasks)
+    return flow_status.outstanding(spec, {name: a.status for name, a in latest.items()})
 
 
 @transaction.atomic

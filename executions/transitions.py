@@ -72,6 +72,12 @@ GO_STALE = _move(
     "go_stale", CAN_GO_STALE, Status.STALE, "engine: a correction upstream or a re-execution"
 )
 CANCEL = _move("cancel", LIVE, Status.STALE, "engine: its flow execution was deleted")
+HAND_BACK = _move(
+    "hand_back",
+    [Status.RUNNING],
+    Status.QUEUED,
+    "worker: it could not record the outcome it holds, or is unsure its claim landed",
+)
 ENGINE_MOVES = (
     QUEUE,
     AWAIT_PERSON,
@@ -83,6 +89,7 @@ ENGINE_MOVES = (
     REAP,
     GO_STALE,
     CANCEL,
+    HAND_BACK,
 )
 
 # People's moves of a task execution (API, admin, commands), from each status. NEW: creating
@@ -166,15 +173,20 @@ def move_by_person(
     attempt.status = requested
 
 
-def delete_attempt(attempt: TaskExecution, *, actor: str) -> bool:
-    """A person's soft delete of a locked attempt (a live one is thereby cancelled). False if it
-    was deleted already."""
-    if attempt.status == Status.DELETED:
+def _soft_delete(record: TaskExecution | FlowExecution | TaskOutput, actor: str) -> bool:
+    """A person's soft delete of a locked row (all three models' `deleted` status). False if
+    it was deleted already."""
+    if record.status == Status.DELETED:
         return False
-    attempt.status = Status.DELETED
-    attempt.modified_by = actor
-    attempt.save(update_fields=["status", "modified_by", "updated_at"])
+    record.status = Status.DELETED
+    record.modified_by = actor
+    record.save(update_fields=["status", "modified_by", "updated_at"])
     return True
+
+
+def delete_attempt(attempt: TaskExecution, *, actor: str) -> bool:
+    """A person's soft delete of a locked attempt (a live one is thereby cancelled)."""
+    return _soft_delete(attempt, actor)
 
 
 def claim(attempt: TaskExecution, *, owner: str, expires: Expression, now: datetime) -> bool:
@@ -215,6 +227,15 @@ def reap(attempt_id: uuid.UUID, *, error: Any, now: datetime) -> bool:
         TaskExecution.objects.filter(
             pk=attempt_id, status__in=REAP.sources, lease_expires_at__lt=Now()
         ).update(status=REAP.target, error=error, updated_at=now)
+    )
+
+
+def hand_back(attempt_id: uuid.UUID, *, owner: str, now: datetime) -> bool:
+    """HAND_BACK: only while `owner` still holds it; its lease ends."""
+    return bool(
+        TaskExecution.objects.filter(
+            pk=attempt_id, status__in=HAND_BACK.sources, lease_owner=owner
+        ).update(status=HAND_BACK.target, updated_at=now, **_LEASE_ENDED)
     )
 
 
@@ -262,13 +283,8 @@ def rerun_flow(flow_execution: FlowExecution, *, actor: str) -> None:
 
 
 def delete_flow(flow_execution: FlowExecution, *, actor: str) -> bool:
-    """FLOW_DELETE on a locked flow execution. False if it was deleted already."""
-    if flow_execution.status == FlowStatus.DELETED:
-        return False
-    flow_execution.status = FlowStatus.DELETED
-    flow_execution.modified_by = actor
-    flow_execution.save(update_fields=["status", "modified_by", "updated_at"])
-    return True
+    """FLOW_DELETE on a locked flow execution."""
+    return _soft_delete(flow_execution, actor)
 
 
 # Task outputs ---------------------------------------------------------------------------------
@@ -295,13 +311,8 @@ def move_output_by_person(task_output: TaskOutput, requested: str) -> None:
 
 
 def delete_output(task_output: TaskOutput, *, actor: str) -> bool:
-    """A person's soft delete of a locked output. False if it was deleted already."""
-    if task_output.status == OutputStatus.DELETED:
-        return False
-    task_output.status = OutputStatus.DELETED
-    task_output.modified_by = actor
-    task_output.save(update_fields=["status", "modified_by", "updated_at"])
-    return True
+    """A person's soft delete of a locked output."""
+    return _soft_delete(task_output, actor)
 
 
 def outputs_go_stale(output_ids: Iterable[Any], *, actor: str, now: datetime) -> int:

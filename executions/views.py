@@ -192,6 +192,7 @@ class TaskExecutionViewSet(
             "preview_token": query.validated_data.get("preview_token"),
             **self.split_update(request, partial),
         }
+        kwargs["summary"] = kwargs["changes"].pop("summary", None)
         correction = (
             task_executions.preview_correction
             if query.validated_data["dry_run"]

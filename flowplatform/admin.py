@@ -30,11 +30,6 @@ def organization_ids(request: HttpRequest) -> list[Any] | None:
     return cached
 
 
-def admin_actor(request: HttpRequest) -> str:
-    """`modified_by` for changes made in admin: the admin user's id."""
-    return str(request.user.pk)
-
-
 def scope(queryset: QuerySet, request: HttpRequest, field: str = "organization") -> QuerySet:
     ids = organization_ids(request)
     if ids is None:

@@ -185,6 +185,10 @@ class IdempotentWritesMixin:
 
     def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
         super().initial(request, *args, **kwargs)  # type: ignore[misc]
+        method = request.method.lower()
+        if method not in self.http_method_names or getattr(self, method, None) is None:
+            return  # DRF answers 405 next: a method the path does not have claims no key
+        self.check_request(request)
         raw_key = request.headers.get(IDEMPOTENCY_HEADER)
         if raw_key is None or request.method not in IDEMPOTENT_METHODS:
             return
@@ -192,6 +196,9 @@ class IdempotentWritesMixin:
         if not claim.held:
             raise Replay(replay_response(claim.record))
         self.idempotency_record = claim.record
+
+    def check_request(self, request: Request) -> None:
+        """Checks of the request itself, made before its key is claimed (nothing by default)."""
 
     def handle_exception(self, exc: Exception) -> HttpResponseBase:
         if isinstance(exc, Replay):

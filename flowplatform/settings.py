@@ -207,8 +207,9 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
-# WhiteNoise serves static files (the offline API docs) straight from the installed apps, so a
-# deployment needs no collectstatic step; STATIC_ROOT is only for those who want one.
+# WhiteNoise serves static files (the offline API docs, admin) straight from the installed apps,
+# and from STATIC_ROOT once `collectstatic` has put them there (production: README's env file
+# sets it). Unset, nothing needs collecting.
 STATIC_ROOT = os.environ.get("STATIC_ROOT") or None
 WHITENOISE_USE_FINDERS = True
 STORAGES = {
@@ -315,7 +316,13 @@ SPECTACULAR_SETTINGS = {
         "`payload_too_large`; a body sent without Content-Length (chunked) a 411 "
         "`length_required`; JSON nested deeper than MAX_JSON_DEPTH (default 64) a 422 at "
         '`["body"]` (`json_too_deep`); `limit` must be 1 to 1000 and `offset` at least 0 (else a '
-        "422 naming the parameter); an id in a path that is not a UUID is a 404."
+        "422 naming the parameter); an empty query value (`?limit=`) is a 422 too; a body "
+        "shorter than its Content-Length is a 400 `malformed_request`; an id in a path that is "
+        "not a UUID is a 404.\n\n"
+        "**Before the application.** The production server (gunicorn, `gunicorn.conf.py`) "
+        "answers some requests itself, as a short HTML page without `X-Request-ID`: a request "
+        "line over 8,190 bytes is a **414**, a header over 8,190 bytes (or more than 100 "
+        "headers) a **431**, a request that is not HTTP a **400**."
     ),
     "VERSION": "0.1.0",
     "OAS_VERSION": "3.1.0",
@@ -330,6 +337,7 @@ SPECTACULAR_SETTINGS = {
         "drf_spectacular.hooks.postprocess_schema_enums",
         "flowplatform.api.schema.seed_paths",
         "flowplatform.api.schema.nullable_any_values",
+        "flowplatform.api.schema.health_paths",
     ],
     "ENUM_NAME_OVERRIDES": {
         "TaskExecutionStatusEnum": "executions.models.TaskExecution.Status",

@@ -2,6 +2,7 @@
 
 from django.contrib import admin
 from django.urls import path, re_path
+from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
 from executions.views import CorrectionViewSet, FlowExecutionViewSet, TaskExecutionViewSet
@@ -22,10 +23,15 @@ router.register("corrections", CorrectionViewSet, basename="correction")
 urlpatterns = [
     re_path(r"^healthz/?$", health.healthz, name="healthz"),
     re_path(r"^readyz/?$", health.readyz, name="readyz"),
-    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    re_path(r"^api/schema/?$", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
     path("api/redoc/", SpectacularRedocView.as_view(url_name="schema"), name="redoc"),
     path("admin/", admin.site.urls),
+    # The HTML pages, typed without their slash, redirect to it (the API's own paths never do).
+    *(
+        path(page, RedirectView.as_view(url=f"/{page}/", query_string=True))
+        for page in ("admin", "api/docs", "api/redoc")
+    ),
     *router.urls,
     # Anything else is a JSON 404 in the standard shape (never Django's debug page).
     re_path(r"^(?P<path>.*)$", not_found_view),

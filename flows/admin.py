@@ -12,11 +12,11 @@ from flowplatform.admin import (
     ReadOnlyModelAdmin,
     ScopedOrganizationFilter,
     TenantAdmin,
-    admin_actor,
     scope,
 )
 from flowplatform.exceptions import DomainError, InvalidInput
 from flowplatform.tenancy.models import Organization
+from flowplatform.tenancy.services import user_actor
 from flows import services
 from flows.definitions import compile_definition
 from flows.models import Flow, FlowVersion
@@ -107,7 +107,7 @@ class FlowAdmin(TenantAdmin):
 
     def save_model(self, request: HttpRequest, obj: Flow, form: Any, change: bool) -> None:
         data = form.cleaned_data
-        actor = admin_actor(request)
+        actor = user_actor(request.user)
         try:
             if change:
                 services.update_flow(

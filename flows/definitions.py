@@ -140,10 +140,10 @@ def validate_definition(parsed: dict[str, Any], *, check_configs: bool = True) -
     for index, task in enumerate(tasks):
         where: tuple[str | int, ...] = ("tasks", index)
         if not isinstance(task, dict):
-            problems.add(where, f"task #{index + 1} must be a mapping with at least name and type")
+            problems.add(where, f"tasks[{index}] must be a mapping with at least name and type")
             continue
         name = task.get("name")
-        label = f"task '{name}'" if isinstance(name, str) else f"task #{index + 1}"
+        label = f"task '{name}'" if isinstance(name, str) else f"tasks[{index}]"
         for key in sorted(set(task) - TASK_KEYS):
             problems.add((*where, key), f"{label}: unknown key '{key}'")
         if "name" not in task:
@@ -154,14 +154,18 @@ def validate_definition(parsed: dict[str, Any], *, check_configs: bool = True) -
                 f"{label}: a name is 1 to 200 characters without surrounding spaces",
             )
         elif name in names:
-            problems.add(
-                (*where, "name"), f"{label}: duplicate name (also task #{names[name] + 1})"
-            )
+            problems.add((*where, "name"), f"{label}: duplicate name (also tasks[{names[name]}])")
         else:
             names[name] = index
         task_type = task.get("type")
         known_type = isinstance(task_type, str) and task_type in registry
-        if not known_type:
+        if "type" not in task:
+            problems.add(
+                (*where, "type"),
+                f"{label}: 'type' is required (known: {', '.join(sorted(registry))})",
+                "required",
+            )
+        elif not known_type:
             problems.add(
                 (*where, "type"),
                 f"{label}: unknown type {task_type!r} (known: {', '.join(sorted(registry))})",
@@ -230,9 +234,14 @@ def validate_definition(parsed: dict[str, Any], *, check_configs: bool = True) -
                     f"{label} depends on '{parent}', which is not a task of this flow",
                     "unknown_task",
                 )
-    problems.raise_if_any()
+    # A cycle among the tasks that are well named is reported with any other problem.
+    first = {spec.name: spec for spec in reversed(specs) if spec.name in names}
+    valid = [spec for spec in specs if spec is first.get(spec.name)]
     try:
-        dag = Dag.build([spec.name for spec in specs], {spec.name: spec.upstream for spec in specs})
+        dag = Dag.build(
+            [spec.name for spec in valid],
+            {s.name: tuple(p for p in s.upstream if p in names and p != s.name) for s in valid},
+        )
     except CycleError as exc:
         first = exc.cycle[0]
         problems.add(
@@ -240,7 +249,7 @@ def validate_definition(parsed: dict[str, Any], *, check_configs: bool = True) -
             f"the tasks form a cycle: {exc} (a → b: b depends on a)",
             "cycle",
         )
-        problems.raise_if_any()
+    problems.raise_if_any()
     name = parsed.get("name")
     return FlowSpec(
         name=name if isinstance(name, str) else None, tasks={s.name: s for s in specs}, dag=dag

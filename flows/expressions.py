@@ -35,12 +35,62 @@ class ExpressionError(ValueError):
     pass
 
 
+# Deepest nesting of (…), […] and {…} an expression may have. jmespath's parser recurses once
+# per level, so a few hundred levels would exhaust Python's stack.
+MAX_EXPRESSION_NESTING = 64
+_QUOTES = {"'", '"', "`"}
+
+
+def nesting_depth(source: str) -> int:
+    """How deeply (…), […] and {…} nest in a JMESPath expression, outside quoted literals."""
+    depth = deepest = 0
+    quote = None
+    escaped = False
+    for char in source:
+        if quote is not None:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == quote:
+                quote = None
+        elif char in _QUOTES:
+            quote = char
+        elif char in "([{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in ")]}":
+            depth -= 1
+    return deepest
+
+
+def compile_jmespath(source: str) -> ParsedResult:
+    """jmespath.compile, refusing an expression nested more deeply than the parser can follow
+    (ExpressionError); a syntax error is jmespath's JMESPathError."""
+    depth = nesting_depth(source)
+    if depth > MAX_EXPRESSION_NESTING:
+        raise ExpressionError(
+            f"is nested {depth} levels deep; at most {MAX_EXPRESSION_NESTING} are allowed"
+        )
+    try:
+        return jmespath.compile(source)
+    except RecursionError:
+        raise ExpressionError("is nested too deeply to be read") from None
+
+
 @lru_cache(maxsize=4096)
 def compile_expression(source: str) -> ParsedResult:
     try:
-        return jmespath.compile(source.strip())
+        return compile_jmespath(source.strip())
+    except ExpressionError as exc:
+        raise ExpressionError(f"'{_shown(source)}' {exc}") from None
     except JMESPathError as exc:
         raise ExpressionError(f"'{source.strip()}' is not a valid expression: {exc}") from None
+
+
+def _shown(source: str) -> str:
+    source = source.strip()
+    return source if len(source) <= 80 else f"{source[:77]}..."
 
 
 def expressions_in(value: Any) -> Iterator[str]:

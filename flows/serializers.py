@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
-from flowplatform.api.serializers import StrictFieldsMixin
+from flowplatform.api.serializers import StrictFieldsMixin, UUIDField
 from flows.models import Flow, FlowVersion
 
 
 class FlowSerializer(StrictFieldsMixin, serializers.ModelSerializer):
-    organization_id = serializers.UUIDField(read_only=True)
+    organization_id = UUIDField(read_only=True)
     version = serializers.IntegerField(
         source="current_version.version",
         read_only=True,
@@ -43,8 +43,8 @@ class FlowSerializer(StrictFieldsMixin, serializers.ModelSerializer):
 
 
 class FlowVersionSerializer(serializers.ModelSerializer):
-    flow_id = serializers.UUIDField(read_only=True)
-    organization_id = serializers.UUIDField(read_only=True)
+    flow_id = UUIDField(read_only=True)
+    organization_id = UUIDField(read_only=True)
 
     class Meta:
         model = FlowVersion

@@ -11,5 +11,5 @@ class TaskOutputAdmin(ScopedHistoryMixin, SimpleHistoryAdmin, ReadOnlyModelAdmin
 
     list_display = ["task_name", "status", "flow_execution", "flow_version", "modified_by"]
     list_filter = ["status", ("organization", ScopedOrganizationFilter)]
-    list_select_related = ["flow_execution"]
+    list_select_related = ["flow_execution__flow"]
     search_fields = ["task_name"]

@@ -8,6 +8,7 @@ from flowplatform.api.serializers import (
     JSONObjectField,
     StrictSerializer,
     TagsField,
+    UUIDField,
     modified_by_field,
     reason_field,
     server_set_field,
@@ -35,9 +36,9 @@ STATUS_HELP = (
 
 
 class TaskOutputSerializer(serializers.ModelSerializer):
-    id = serializers.UUIDField(read_only=True, help_text=ID_HELP)
-    flow_execution_id = serializers.UUIDField(read_only=True, help_text=FLOW_EXECUTION_ID_HELP)
-    organization_id = serializers.UUIDField(read_only=True, help_text=ORGANIZATION_ID_HELP)
+    id = UUIDField(read_only=True, help_text=ID_HELP)
+    flow_execution_id = UUIDField(read_only=True, help_text=FLOW_EXECUTION_ID_HELP)
+    organization_id = UUIDField(read_only=True, help_text=ORGANIZATION_ID_HELP)
     flow_version = serializers.IntegerField(
         read_only=True,
         allow_null=True,
@@ -69,8 +70,8 @@ class TaskOutputSerializer(serializers.ModelSerializer):
 
 
 class _TaskOutputWriteFields(StrictSerializer):
-    flow_execution_id = serializers.UUIDField(help_text=FLOW_EXECUTION_ID_HELP)
-    organization_id = serializers.UUIDField(help_text=ORGANIZATION_ID_HELP)
+    flow_execution_id = UUIDField(help_text=FLOW_EXECUTION_ID_HELP)
+    organization_id = UUIDField(help_text=ORGANIZATION_ID_HELP)
     task_name = serializers.CharField(
         min_length=1,
         max_length=200,
@@ -95,7 +96,7 @@ class TaskOutputCreateSerializer(_TaskOutputWriteFields):
 
     ignored_fields = ("id", "created_at", "updated_at")
 
-    id = server_set_field(serializers.UUIDField, ID_HELP)
+    id = server_set_field(UUIDField, ID_HELP)
     status = serializers.ChoiceField(
         choices=TaskOutput.Status.choices, default=TaskOutput.Status.QUEUED, help_text=STATUS_HELP
     )
@@ -107,7 +108,7 @@ class TaskOutputUpdateSerializer(_TaskOutputWriteFields):
 
     ignored_fields = ("created_at",)
 
-    id = serializers.UUIDField(help_text=ID_HELP)
+    id = UUIDField(help_text=ID_HELP)
     status = serializers.ChoiceField(choices=TaskOutput.Status.choices, help_text=STATUS_HELP)
     updated_at = serializers.DateTimeField(
         required=False,

@@ -13,7 +13,7 @@ from django.contrib.admin.models import LogEntry
 
 from executions.dag_svg import COLOURS
 from executions.models import Correction, FlowExecution, TaskExecution
-from flowplatform.tenancy.models import ApiKey, Membership
+from flowplatform.tenancy.models import ApiKey, Membership, UserIdentity
 from flows.models import Flow
 from outputs.models import TaskOutput
 from tests.helpers.callables import allow_test_callables  # noqa: F401 - autouse fixture
@@ -73,13 +73,15 @@ def test_an_admin_save_is_a_correction_through_the_same_service(client, tenant, 
     )
     assert response.status_code == 302, response.context and response.context["errors"]
     [record] = Correction.objects.filter(flow_execution_id=fe)
+    identity = str(UserIdentity.objects.get(user=superuser).uuid)  # the user's stable UUID
     assert (record.source, record.modified_by, record.reason) == (
         "admin",
-        str(superuser.pk),
+        identity,
         "fixed by hand",
     )
     assert record.stale_tasks == ["b", "c"]
-    assert latest(fe, "a").modified_by == str(superuser.pk)
+    assert latest(fe, "a").modified_by == identity
+    assert TaskExecution.history.filter(id=a.id).latest().history_change_reason == "fixed by hand"
     assert latest(fe, "c").task_execution_idx == 1  # re-run with the corrected input
     assert latest(fe, "c").input["up"] == {"x": 2}
     assert FlowExecution.objects.get(pk=fe).status == "completed"
@@ -171,7 +173,22 @@ def test_the_change_form_shows_what_a_save_would_make_stale(client, tenant, supe
     assert "2 task(s) downstream would be marked stale" in preview
     assert CHANGE.format(latest(fe, "b").id) in preview
     assert CHANGE.format(latest(fe, "c").id) in preview
-    assert "0 task(s)" in client.get(CHANGE.format(latest(fe, "c").id)).content.decode()
+    last = client.get(CHANGE.format(latest(fe, "c").id)).content.decode()
+    assert "Nothing downstream has run" in last
+
+
+def test_the_change_form_counts_downstream_tasks_that_are_already_stale(client, tenant, superuser):
+    """A dependent that ran and is stale already is named, not counted as "nothing has run"."""
+    fe = start_execution(tenant, lossy_chain())
+    assert save(client, latest(fe, "b"), status="stale").status_code == 302  # b itself stale
+    page = client.get(CHANGE.format(latest(fe, "b").id)).content.decode()
+    preview = page[page.index('id="correction-preview"') :]
+    assert "1 task(s) downstream would be marked stale" in preview  # c
+    page = client.get(CHANGE.format(latest(fe, "a").id)).content.decode()
+    preview = page[page.index('id="correction-preview"') :]
+    assert "1 task(s) downstream would be marked stale; 1 already stale or deleted" in preview
+    assert "(stale, stays so)" in preview
+    assert "Nothing downstream has run" not in preview
 
 
 def test_history_keeps_who_changed_what_including_bulk_stale_marking(client, tenant, superuser):
@@ -182,8 +199,9 @@ def test_history_keeps_who_changed_what_including_bulk_stale_marking(client, ten
     assert (manual.history_user_id, manual.output, manual.modified_by) == (
         superuser.pk,
         {"x": 3},
-        str(superuser.pk),
+        str(UserIdentity.objects.get(user=superuser).uuid),
     )
+    assert manual.history_change_reason == "correction (admin)"  # no reason given
     assert manual.prev_record is not None  # the baseline: how it was before the change
     assert manual.prev_record.output == {"x": 1, "y": 1}
     assert manual.diff_against(manual.prev_record).changed_fields
@@ -322,7 +340,7 @@ def test_a_member_corrects_in_their_organization(client, tenant, staff_of):
     client.force_login(user)
     response = save(client, latest(fe, "a"), status="completed", output='{"x": 4, "y": 1}')
     assert response.status_code == 302
-    assert Correction.objects.get(flow_execution_id=fe).modified_by == str(user.pk)
+    assert Correction.objects.get(flow_execution_id=fe).modified_by == str(user.identity.uuid)
 
 
 # --- API keys and flows ---------------------------------------------------------------------
@@ -381,7 +399,7 @@ def test_flows_are_validated_as_the_api_validates_them(client, tenant, superuser
     assert response.status_code == 302
     flow = Flow.objects.get(name="f")
     assert flow.current_version.version == 1
-    assert flow.modified_by == str(superuser.pk)
+    assert flow.modified_by == str(UserIdentity.objects.get(user=superuser).uuid)
     changed = good + "  - name: b\n    type: transform\n    depends_on: [a]\n"
     response = client.post(
         f"/admin/flows/flow/{flow.id}/change/",

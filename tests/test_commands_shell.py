@@ -76,7 +76,8 @@ def shell(tmp_path_factory: pytest.TempPathFactory) -> Shell:
 @pytest.fixture(scope="module")
 def demo(shell: Shell) -> dict[str, str]:
     """`demo`: the example flows and a document-review execution waiting for its review."""
-    out = shell("demo", "--org", "demo").stdout
+    out = shell("demo", "--org", "demo", "--admin", env={"DEBUG": "true"}).stdout
+    assert re.search(r"user: admin   password: \S+", out)
     assert "export KEY=fp_" in out
     assert "'review' waits for a person" in out
     execution = re.search(rf"Flow execution ({UUID}) is in_progress", out)
@@ -103,8 +104,15 @@ def test_load_flow_creates_then_reports_unchanged(shell: Shell, tmp_path: Path) 
     again = shell("load_flow", str(path), "--org", "loader").stdout
     assert "unchanged" in again
     broken = tmp_path / "broken.yaml"
-    broken.write_text("tasks:\n  - name: a\n    type: nope\n")
-    shell("load_flow", str(broken), "--org", "loader", status=1)
+    broken.write_text(
+        "tasks:\n"
+        "  - {name: a, type: transform, depends_on: [b]}\n"
+        "  - {name: b, type: transform, depends_on: [a]}\n"
+        "  - {name: c}\n"
+    )
+    refused = shell("load_flow", str(broken), "--org", "loader", status=1).stderr
+    assert "the tasks form a cycle: a → b → a" in refused  # with the other problem
+    assert "task 'c': 'type' is required" in refused
 
 
 def test_check_freshness_checks_every_settled_execution(shell: Shell, demo: dict) -> None:
@@ -124,7 +132,10 @@ def test_correct_task_previews_then_applies_the_correction(shell: Shell, demo: d
     applied = json.loads(shell(*args, "--preview-token", preview["preview_token"]).stdout)
     assert applied["started_tasks"] == ["publish"]
     assert re.fullmatch(UUID, applied["correction_id"])
-    shell("correct_task", demo["review"], "--output", "not json", status=1)
+    for bad in (["--output", "not json"], ["--output", "1", "--actor", "bad actor!"]):
+        refused = shell("correct_task", demo["review"], *bad, status=1)
+        assert refused.stderr.count("\n") == 1, refused.stderr  # one line, no traceback
+        assert refused.stderr.startswith("CommandError: --")
 
 
 def test_reexecute_flow_dry_run_then_for_real(shell: Shell, demo: dict) -> None:

@@ -35,7 +35,7 @@ from executions.services import start_flow_execution
 from flowplatform.tenancy.models import IdempotencyKey
 from flows.services import create_flow
 from tests.helpers.corrections import correction
-from tests.helpers.database import app_database_url, snapshot_tenant_tables
+from tests.helpers.database import app_database_url, database_address, snapshot_tenant_tables
 from tests.helpers.flows import start_extract_chain
 from tests.helpers.proxy import DatabaseProxy, through_proxy
 
@@ -200,8 +200,7 @@ def test_outage_answers_503_and_the_running_server_recovers_by_itself(tenant, tm
     admin_session = Client()
     admin_session.force_login(admin_user)
 
-    db = connection.settings_dict
-    proxy = DatabaseProxy((db["HOST"] or "127.0.0.1", int(db["PORT"] or 5432)))
+    proxy = DatabaseProxy(database_address())
     try:
         with gunicorn(
             through_proxy(app_database_url(), proxy.port), tmp_path / "server.log"

@@ -120,7 +120,7 @@ def test_a_task_that_is_not_a_mapping_is_refused(tenant: Tenant) -> None:
     detail = refused(tenant, flow_yaml(task("a"), "b"))
 
     problem = problem_at(detail, "tasks", 1)
-    assert "task #2" in problem["msg"]
+    assert "tasks[1]" in problem["msg"]  # named as `loc` names it
     assert "must be a mapping" in problem["msg"]
 
 
@@ -139,7 +139,7 @@ def test_a_task_without_a_name_is_refused(tenant: Tenant) -> None:
     detail = refused(tenant, flow_yaml(task("a"), {"type": "transform"}))
 
     problem = problem_at(detail, "tasks", 1, "name")
-    assert "task #2" in problem["msg"]
+    assert "tasks[1]" in problem["msg"]
     assert "'name' is required" in problem["msg"]
 
 
@@ -148,7 +148,7 @@ def test_duplicate_task_names_are_refused(tenant: Tenant) -> None:
 
     problem = problem_at(detail, "tasks", 2, "name")
     assert "task 'a'" in problem["msg"]
-    assert "duplicate name (also task #1)" in problem["msg"]
+    assert "duplicate name (also tasks[0])" in problem["msg"]
 
 
 def test_task_names_are_case_sensitive(tenant: Tenant) -> None:
@@ -186,7 +186,26 @@ def test_a_task_without_a_type_is_refused_listing_the_known_types(tenant: Tenant
 
     problem = problem_at(detail, "tasks", 1, "type")
     assert "task 'b'" in problem["msg"]
+    assert "'type' is required" in problem["msg"]  # not "unknown type None"
+    assert problem["type"] == "required"
     assert f"known: {', '.join(KNOWN_TYPES)}" in problem["msg"]
+
+
+def test_a_cycle_is_reported_with_the_other_problems(tenant: Tenant) -> None:
+    """Every problem at once: a cycle is not held back until the rest is fixed."""
+    detail = refused(
+        tenant,
+        flow_yaml(
+            task("a", depends_on=["b"]),
+            task("b", depends_on=["a"]),
+            {"name": "c", "type": "no-such-type"},
+        ),
+    )
+
+    assert "unknown type 'no-such-type'" in problem_at(detail, "tasks", 2, "type")["msg"]
+    cycle = problem_at(detail, "tasks", 0, "depends_on")
+    assert cycle["type"] == "cycle"
+    assert "a → b → a" in cycle["msg"]
 
 
 @pytest.mark.parametrize(

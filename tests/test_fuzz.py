@@ -166,7 +166,12 @@ def _at(ref: str, **example: Any) -> dict[str, Any]:
     return {"path_parameters": {"id": f"@{ref}.id"}, **example}
 
 
+# Operations that need no key (the lacking-scope example makes no sense for them).
+PUBLIC = {"GET /healthz", "GET /readyz"}
+
 EXPLICIT = {
+    "GET /healthz": [{}],
+    "GET /readyz": [{}],
     "GET /flows": [{"query": {"ordering": "-name", "limit": 1, "name": "word-stats"}}],
     "POST /flows": [
         {"body": {"name": "fuzz-new", "definition": (EXAMPLES / "word-stats.yaml").read_text()}}
@@ -346,7 +351,12 @@ def before_add_examples(context: Any, examples: list[Any]) -> None:
     operation = context.operation
     explicit = EXPLICIT.get(operation.label, [])
     lacking = "@key:write" if operation.method.upper() == "GET" else "@key:read"
-    for example in [*explicit, *[{**explicit[0], "headers": {"Authorization": lacking}}]]:
+    scoped = (
+        []
+        if operation.label in PUBLIC
+        else [{**explicit[0], "headers": {"Authorization": lacking}}]
+    )
+    for example in [*explicit, *scoped]:
         media_type = "application/json" if "body" in example else None
         examples.append(operation.Case(media_type=media_type, **example))
 

@@ -125,7 +125,7 @@ LISTS = ["/flows", "/flow-executions", "/task-executions", "/task-outputs", "/co
 def test_ordering_with_empty_entries_is_not_a_server_error(
     tenant: Tenant, api_schema, path: str, ordering: str
 ) -> None:
-    response = tenant.client.get(path, {"ordering": ordering, "updated_at_after": ""})
+    response = tenant.client.get(path, {"ordering": ordering})
 
     assert response.status_code == 200, response.content
     assert_documented(api_schema, response, "GET", path)

@@ -242,7 +242,7 @@ def test_a_correction_whose_transaction_deadlocks_is_run_again_and_applied_once(
     corrections = Correction.objects.filter(flow_execution_id=flow_execution_id)
     assert [str(c.pk) for c in corrections] == [body["correction_id"]]
     saves = TaskExecution.history.filter(
-        id=record["id"], history_type="~", history_change_reason__isnull=True
+        id=record["id"], history_type="~", history_change_reason="correction (api)"
     )
     assert [h.output for h in saves] == [[7, 7, 7]]
     attempts = defaultdict(list)
@@ -615,7 +615,7 @@ def test_many_clients_correcting_and_reading_the_same_flow_executions(tenant: Te
         assert str(correction.task_execution_id) == s.target
         assert correction.after["output"] == s.output
         saves = TaskExecution.history.filter(
-            id=s.target, history_type="~", history_change_reason__isnull=True, output=s.output
+            id=s.target, history_type="~", history_change_reason=s.marker, output=s.output
         )
         assert saves.count() == 1, s.marker
     # Optimistic-lock losers got 409 with the record as it is now.

@@ -160,7 +160,18 @@ def test_reexecute_flow_dry_run_of_the_whole_flow_reports_the_root_tasks(tenant)
 
     out = call("reexecute_flow", fe, "--dry-run")
 
-    assert "Would start: a (idx 1)" in out
+    # the whole set that will run, not only the first wave
+    assert "Would start: a (idx 1); then, as their upstream tasks complete: b, c" in out
+    assert snapshot() == before
+
+
+def test_a_dry_run_of_one_task_names_every_task_that_will_run(tenant):
+    fe = start_execution(tenant, chain(), {"x": 1})
+    before = snapshot()
+
+    out = call("reexecute_flow", fe, "--task", "b", "--dry-run")
+
+    assert "Would start: b (idx 1); then, as their upstream tasks complete: c" in out
     assert snapshot() == before
 
 
@@ -171,7 +182,8 @@ def test_reexecute_flow_dry_run_of_the_whole_flow_reports_the_root_tasks(tenant)
         ([str(uuid.UUID(int=7))], "no such flow execution: 00000000-0000-0000-0000-000000000007"),
         (["{fe}", "--task", "nope"], "'nope' is not a task of version 1 of this flow"),
         (["{fe}", "--stale-only", "--task", "b"], "not allowed with argument"),
-        (["{fe}", "--actor", ""], "--actor: must be 1 to 200 characters"),
+        (["{fe}", "--actor", ""], "--actor: must be 'system', a UUID, or an identifier"),
+        (["{fe}", "--actor", "bad actor!"], "--actor: must be 'system', a UUID, or an identifier"),
         ([], "the following arguments are required: FLOW_EXECUTION_ID"),
     ],
 )
@@ -224,7 +236,8 @@ def test_reexecute_stale_reexecutes_the_stale_executions_of_one_org(tenant, othe
         assert flow_execution.status == FlowExecution.Status.COMPLETED
         assert flow_execution.modified_by == "ops"
         assert f"{fe} (acme/" in out
-    assert "started b (idx 1); status completed" in out
+    # the whole set that ran: b now, c as b completed
+    assert "started b (idx 1); then, as their upstream tasks complete: c; status completed" in out
     assert "2 stale flow execution(s) re-executed" in out
     assert counts(settled) == {"a": 1, "b": 1, "c": 1}
     assert FlowExecution.objects.get(pk=elsewhere).status == FlowExecution.Status.STALE
@@ -254,7 +267,7 @@ def test_reexecute_stale_dry_run_lists_what_would_run_and_writes_nothing(tenant)
     out = call("reexecute_stale", "--dry-run")
 
     assert f"{fe} (acme/" in out
-    assert "would start b (idx 1)" in out
+    assert "would start b (idx 1); then, as their upstream tasks complete: c" in out
     assert "1 stale flow execution(s) would be re-executed (dry run, nothing written)" in out
     assert snapshot() == before
     assert CALLS == []
@@ -340,7 +353,8 @@ def test_reexecute_stale_with_nothing_stale_says_so(tenant):
         (["--older-than", ""], "not a duration: ''"),
         (["--older-than", "30m1h"], "not a duration: '30m1h'"),
         (["--older-than", "h"], "not a duration: 'h'"),
-        (["--actor", "x" * 201], "--actor: must be 1 to 200 characters"),
+        (["--actor", "x" * 201], "--actor: must be 'system', a UUID, or an identifier"),
+        (["--actor", "bad actor!"], "--actor: must be 'system', a UUID, or an identifier"),
     ],
 )
 def test_reexecute_stale_rejects_bad_arguments_and_changes_nothing(

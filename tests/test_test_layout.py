@@ -141,3 +141,16 @@ def test_the_layout_check_catches_each_way_of_reaching_into_a_test_module(source
 )
 def test_the_layout_check_allows_helpers_and_everything_outside_tests(source: str):
     assert violations(source, f"{PACKAGE}.test_example") == []
+
+
+def test_no_test_hard_codes_where_the_database_listens():
+    """Tests reach the configured database (tests/helpers/database.py database_address), so
+    the suite passes against PostgreSQL on any host and port."""
+    pattern = re.compile(r"""127\.0\.0\.1["']?\s*[,:]\s*5432""")
+    found = [
+        f"{path.relative_to(ROOT)}:{number}"
+        for path in sorted(TESTS.rglob("*.py"))
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if pattern.search(line) and path.name != "test_test_layout.py"
+    ]
+    assert found == []

@@ -51,6 +51,7 @@ ENGINE = {
     "reap": ({S.RUNNING}, S.FAILED),
     "go_stale": ({S.QUEUED, S.RUNNING, S.COMPLETED, S.FAILED}, S.STALE),
     "cancel": ({S.QUEUED, S.RUNNING}, S.STALE),
+    "hand_back": ({S.RUNNING}, S.QUEUED),
 }
 
 
@@ -156,17 +157,29 @@ def call_write(name: str, attempt: TaskExecution) -> Any:
         "reap": lambda: transitions.reap(attempt.pk, error={}, now=now),
         "go_stale": lambda: transitions.go_stale([attempt.pk], updated_at=now),
         "cancel": lambda: transitions.cancel([attempt.pk], updated_at=now),
+        "hand_back": lambda: transitions.hand_back(attempt.pk, owner="host:1", now=now),
     }[name]()
 
 
 @pytest.mark.django_db
-@pytest.mark.parametrize("name", ["claim", "complete", "fail", "reap", "go_stale", "cancel"])
+@pytest.mark.parametrize(
+    "name", ["claim", "complete", "fail", "reap", "go_stale", "cancel", "hand_back"]
+)
 def test_each_write_changes_exactly_the_attempts_its_move_leaves_from(tenant, name) -> None:
     rows = attempts_in_every_status(tenant)
     sources, target = ENGINE[name]
     for attempt in rows.values():
         call_write(name, attempt)
     assert changed(rows) == {source: target for source in sources}
+
+
+@pytest.mark.django_db
+def test_only_the_worker_holding_an_attempt_hands_it_back(tenant) -> None:
+    attempt = tenant.task_execution(status=S.RUNNING, lease_owner="host:1")
+    assert transitions.hand_back(attempt.pk, owner="host:2", now=timezone.now()) is False
+    assert transitions.hand_back(attempt.pk, owner="host:1", now=timezone.now()) is True
+    attempt.refresh_from_db()
+    assert (attempt.status, attempt.lease_owner, attempt.lease_expires_at) == (S.QUEUED, "", None)
 
 
 @pytest.mark.django_db
@@ -313,6 +326,7 @@ def test_every_write_site_uses_a_declared_move() -> None:
         "reap": "reap",
         "go_stale": "go_stale",
         "cancel": "cancel",
+        "hand_back": "hand_back",
         "start_flow": "flow start",
         "derive_flow": "flow derive",
         "rerun_flow": "flow rerun",

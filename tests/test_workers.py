@@ -15,7 +15,7 @@ import pytest
 from executions.models import FlowExecution, TaskExecution
 from executions.services import start_flow_execution
 from flows.services import create_flow
-from tests.helpers.database import app_database_url
+from tests.helpers.database import app_database_url, database_address
 from tests.helpers.proxy import DatabaseProxy, through_proxy
 from tests.helpers.workers import start_worker, stop, wait_until_settled
 
@@ -206,7 +206,7 @@ def test_sigterm_stops_a_task_that_outlasts_the_shutdown_timeout_and_queues_its_
 
 def test_a_worker_outlives_a_database_outage_and_carries_on(tenant, queue, tmp_path):
     log = tmp_path / "executions.log"
-    proxy = DatabaseProxy(("127.0.0.1", 5432))
+    proxy = DatabaseProxy(database_address())  # wherever the configured database listens
     worker = start_worker(
         "steadfast", tmp_path, DATABASE_URL=through_proxy(app_database_url(), proxy.port)
     )

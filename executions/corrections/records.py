@@ -32,6 +32,13 @@ def output_state(task_output: TaskOutput | None) -> dict[str, Any] | None:
     }
 
 
+def history_reason(reason: str | None, source: str) -> str:
+    """What the history row of a corrected record says (its "change reason", at most 100
+    characters): the person's reason, else where the correction was made."""
+    text = (reason or "").strip() or f"correction ({source})"
+    return text if len(text) <= 100 else f"{text[:99]}…"
+
+
 def open_correction(
     flow_execution: FlowExecution,
     *,

@@ -52,6 +52,7 @@ def correct_task_execution(
     source: str = Correction.Source.API,
     preview_token: str | None = None,
     issue_token: bool = False,
+    summary: dict[str, Any] | None = None,
 ) -> CorrectionResult:
     """The correction path, in one transaction with the flow execution's row locked first, so
     corrections to one flow execution serialize (executions/README.md lists it step by step):
@@ -69,6 +70,9 @@ def correct_task_execution(
        `execute_flow`, starts the stale tasks again (jobs enqueued after commit; early cutoff
        reuses what did not change); otherwise lifecycle.settle derives the flow's status;
     6. close the Correction: after, the stale set.
+
+    `summary`: the corrected output's summary; without one it is derived as the task type
+    derives it (`Executor.summarize`).
     """
     flow_execution = locking.flow_execution_for_write(
         task_execution.organization, task_execution.flow_execution_id
@@ -82,6 +86,8 @@ def correct_task_execution(
     requested, human, known = _validate(spec, locked, changes)
     before = records.attempt_state(locked)
     result = {**before, **{k: v for k, v in changes.items() if k in before}}
+    if summary is not None:
+        result["summary"] = summary
     current_output = selectors.current_task_output(flow_execution, locked.task_name)
     token = None
     if issue_token or preview_token is not None:
@@ -110,11 +116,17 @@ def correct_task_execution(
         and current_output is not None
         and same_json(current_output.output, locked.output)
     )
-    if locked.status != Status.COMPLETED or not known:
-        lifecycle.settle(flow_execution, spec)
-        propagation = lifecycle.NOTHING_PROPAGATED
-    elif unchanged_output:
-        # The task's current output stays what its dependents read: nothing is outdated.
+    publishes = locked.status == Status.COMPLETED and known and not unchanged_output
+    if summary is not None and not publishes:
+        raise InvalidInput.field(
+            "summary",
+            "describes a new output: only a correction that completes the task with an output "
+            "other than its current one takes a summary",
+        )
+    if not publishes:
+        if locked.status != Status.COMPLETED or not known:
+            lifecycle.settle(flow_execution, spec)
+        # Else the task's current output stays what its dependents read: nothing is outdated.
         propagation = lifecycle.NOTHING_PROPAGATED
     else:
         propagation = lifecycle.propagate_new_output(
@@ -125,6 +137,7 @@ def correct_task_execution(
             actor=actor,
             execute_flow=execute_flow,
             correction_id=correction.pk,
+            summary=_summary(spec, locked, summary),
         )
         current_output = selectors.current_task_output(flow_execution, locked.task_name)
     flow_execution.refresh_from_db(fields=["task_outputs_summary"])
@@ -170,6 +183,21 @@ def _validate(
     return requested, human, task is not None
 
 
+def _summary(spec: FlowSpec, attempt: TaskExecution, sent: dict[str, Any] | None) -> dict:
+    """The published output's summary: the one sent, else what the task type derives."""
+    if sent is not None:
+        return sent
+    task = spec.tasks[attempt.task_name]
+    try:
+        return get_executor(task.type).summarize(attempt.output, task.config)
+    except Exception as exc:  # the task's own summary function failed on this output
+        raise InvalidInput.field(
+            "summary",
+            f"the task's summary could not be derived from this output ({exc}); send it",
+            "summary_failed",
+        ) from None
+
+
 def _check_current_attempt(attempt: TaskExecution) -> None:
     latest = selectors.latest_attempt(attempt.flow_execution_id, attempt.task_name)
     if latest is not None and latest.id != attempt.pk:
@@ -194,6 +222,7 @@ def _apply(
     """Step 4: save the attempt as corrected, as one history row (after a baseline row, so its
     history shows what this changed)."""
     now = timezone.now()
+    locked._change_reason = records.history_reason(correction.reason, correction.source)
     if requested == Status.STALE and locked.status != requested:
         # A person says this task's own result is wrong: it is its own stale cause.
         staleness.record_own_cause(locked, correction.pk, actor=actor, now=now)

@@ -57,6 +57,7 @@ def create_task_output(
         modified_by=actor,
     )
     before = selectors.current_task_output(flow_execution, task_name)
+    task_output._change_reason = records.history_reason(reason, source)
     task_output.save(force_insert=True)
     # Dependents read this task's current output: whatever they computed before is outdated.
     _record(
@@ -94,6 +95,7 @@ def update_task_output(
         task_output, identity=identity, expected_updated_at=expected_updated_at
     )
     previous_status = locked.status
+    locked._change_reason = records.history_reason(reason, source)
     if "status" in changes:
         transitions.move_output_by_person(locked, changes["status"])
     before = apply_changes(
@@ -135,6 +137,7 @@ def delete_task_output(
     if task_output.status != TaskOutput.Status.DELETED:
         current = selectors.current_task_output(flow_execution, task_output.task_name)
         ensure_baseline(TaskOutput, task_output.pk)
+        task_output._change_reason = records.history_reason(reason, source)
         transitions.delete_output(task_output, actor=actor)
         _record(
             flow_execution,

@@ -89,15 +89,16 @@ def propagate_new_output(
     actor: str,
     execute_flow: bool,
     correction_id: uuid.UUID | None = None,
+    summary: dict | None = None,
 ) -> Propagation:
     """A person gave `task_name` a new output (a correction, or completing a human or failed
     task). Publish it; every transitive dependent's latest attempt goes stale; with
     `execute_flow` the stale tasks run again in dependency order with inputs resolved from the
     current outputs (early cutoff reuses what did not change). Tasks downstream that never ran
     start when their inputs are complete (a completed human task releases its dependents
-    either way).
+    either way). `summary`: the new output's (else the generic one).
     """
-    publishing.publish_output(flow_execution, task_name, output, None, actor)
+    publishing.publish_output(flow_execution, task_name, output, summary, actor)
     cause = staleness.correction_cause(correction_id, task_name)
     stale = staleness.mark_stale(
         flow_execution, spec, spec.dag.descendants(task_name), actor=actor, cause=cause

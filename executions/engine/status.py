@@ -19,21 +19,29 @@ Status = TaskExecution.Status
 FlowStatus = FlowExecution.Status
 
 
+def outstanding(spec: FlowSpec, latest: Mapping[str, str]) -> list[str]:
+    """The tasks still to get a result (`latest`: task → its latest attempt's status), in
+    dependency order: never run, stale, deleted, queued or running, and not blocked by a task
+    that failed for good. Pure."""
+    failed = [name for name, status in latest.items() if status == Status.FAILED]
+    blocked = spec.dag.descendants(*failed) if failed else set()
+    waiting = transitions.NEEDS_ATTEMPT | transitions.LIVE
+    return spec.dag.in_order(
+        name
+        for name in spec.tasks
+        if latest.get(name, Status.STALE) in waiting and name not in blocked
+    )
+
+
 def settled_status(spec: FlowSpec, latest: Mapping[str, str], current: str) -> str:
     """Nothing runs: `completed` if every task's latest attempt (`latest`: task → status) is
     completed, else `stale` if a re-execution of the stale tasks could make progress, else
     `failed` (what remains is blocked by a failed task); `current` if none applies. Pure."""
     if len(latest) == len(spec.tasks) and all(s == Status.COMPLETED for s in latest.values()):
         return FlowStatus.COMPLETED
-    failed = [name for name, status in latest.items() if status == Status.FAILED]
-    blocked = spec.dag.descendants(*failed) if failed else set()
-    needs_run = [
-        name
-        for name in spec.tasks
-        if latest.get(name, Status.STALE) in transitions.NEEDS_ATTEMPT and name not in blocked
-    ]
-    if needs_run:
+    if outstanding(spec, latest):  # nothing runs, so these all need a new attempt
         return FlowStatus.STALE
+    failed = any(status == Status.FAILED for status in latest.values())
     return FlowStatus.FAILED if failed else current
 
 

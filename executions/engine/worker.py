@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import uuid
+from dataclasses import dataclass
 
-from django.db import transaction
+from django.db import InterfaceError, OperationalError, transaction
 from django.utils import timezone
 
-from executions import leases, locking, selectors, transitions
+from executions import jobs, leases, locking, selectors, transitions
 from executions.engine import planning, publishing, staleness, status
 from executions.executors import ExecutorResult, TaskFailed, get_executor
 from executions.models import FlowExecution, TaskExecution
@@ -29,53 +31,109 @@ Status = TaskExecution.Status
 
 
 def run_attempt(attempt_id: uuid.UUID, organization_id: uuid.UUID | None = None) -> None:
-    """Claim the attempt if it is still queued, run it, record its outcome."""
+    """Claim the attempt if it is still queued, run it, record its outcome.
+
+    If the database goes away while the outcome is recorded, the outcome is held in this
+    process (`outcomes`) with its lease kept alive, and the database error is raised for the
+    worker to wait for the database (db_worker); `record_held` writes it once it is back.
+    """
     if organization_id is None:  # a job enqueued without its organization
         organization_id = rls.organization_of(TaskExecution, attempt_id, actor="worker")
         if organization_id is None:
             return
+    record_held()  # what an earlier outage left to record comes first
     owner = leases.worker_identity()
-    with rls.tenant_scope(organization_id):
-        attempt = (
-            TaskExecution.objects.select_related("flow_execution__flow_version")
-            .defer(
-                "flow_execution__task_outputs_summary",
-                *(f"flow_execution__{field}" for field in locking.VERSION_TEXT),
+    claim_sent = False
+    try:
+        with rls.tenant_scope(organization_id):
+            attempt = (
+                TaskExecution.objects.select_related("flow_execution__flow_version")
+                .defer(
+                    "flow_execution__task_outputs_summary",
+                    *(f"flow_execution__{field}" for field in locking.VERSION_TEXT),
+                )
+                .filter(pk=attempt_id, status__in=transitions.CLAIM.sources)
+                .first()
             )
-            .filter(pk=attempt_id, status__in=transitions.CLAIM.sources)
-            .first()
-        )
-        if attempt is None:
-            return  # cancelled, already run by another worker, or gone
-        now = timezone.now()
-        flow_execution = attempt.flow_execution
-        if flow_execution.status in transitions.FLOW_START.sources:
-            transitions.start_flow(flow_execution.pk, now=now)  # the lock order: flow first
-        if not transitions.claim(attempt, owner=owner, expires=leases.expiry(), now=now):
-            return  # another worker claimed it between the read and the claim
-        spec = cached_spec(flow_execution.flow_version_id)
-        if spec is None:
-            try:
-                with transaction.atomic():  # reads the version's definition (deferred above)
-                    spec = spec_for(flow_execution.flow_version)
-            except Exception as exc:  # recorded below, once the claim is committed
-                spec, spec_error = None, exc
+            if attempt is None:
+                return  # cancelled, already run by another worker, or gone
+            now = timezone.now()
+            flow_execution = attempt.flow_execution
+            if flow_execution.status in transitions.FLOW_START.sources:
+                transitions.start_flow(flow_execution.pk, now=now)  # the lock order: flow first
+            claim_sent = True
+            if not transitions.claim(attempt, owner=owner, expires=leases.expiry(), now=now):
+                return  # another worker claimed it between the read and the claim
+            spec = cached_spec(flow_execution.flow_version_id)
+            if spec is None:
+                try:
+                    with transaction.atomic():  # reads the version's definition (deferred above)
+                        spec = spec_for(flow_execution.flow_version)
+                except Exception as exc:  # recorded below, once the claim is committed
+                    spec, spec_error = None, exc
+    except DATABASE_UNAVAILABLE:
+        if claim_sent:  # it may have committed: nobody would run the attempt then
+            outcomes.doubt_claim(attempt_id, organization_id, owner)
+        raise
+    result, error = None, None
     try:
         if spec is None:
             raise spec_error
         task = spec.tasks[attempt.task_name]
+        executor = get_executor(task.type)
         with leases.heartbeat.hold(attempt.pk, organization_id, owner):
-            result = get_executor(task.type).run(attempt.input, task.config)
-        output = json.loads(json.dumps(result.output))
-        finish_in_scope(attempt, ExecutorResult(output, result.summary))
+            ran = executor.run(attempt.input, task.config)
+        output = json.loads(json.dumps(ran.output))
+        summary = ran.summary
+        if summary is None:
+            summary = executor.summarize(output, task.config)
+        result = ExecutorResult(output, summary)
     except TaskFailed as exc:
-        record_failure(attempt, exc.error_type, str(exc))
+        error = failure(exc.error_type, str(exc))
     except leases.WorkerStopped as exc:  # the worker is stopping: another one retries it
-        record_failure(attempt, "WorkerStopped", str(exc))
+        error = failure("WorkerStopped", str(exc))
     except Exception as exc:
         if not isinstance(exc, TypeError | ValueError):
             logger.exception("task %s attempt %s raised", attempt.task_name, attempt_id)
-        record_failure(attempt, type(exc).__name__, str(exc))
+        error = failure(type(exc).__name__, str(exc))
+    record(attempt, owner, result, error)
+
+
+DATABASE_UNAVAILABLE = (OperationalError, InterfaceError)
+
+
+def failure(error_type: str, message: str) -> dict[str, str]:
+    """An attempt's `error`: the type, and a message the database can store."""
+    return {"type": error_type, "message": message.replace("\x00", "\\0")[:10_000]}
+
+
+def record(
+    attempt: TaskExecution, owner: str, result: ExecutorResult | None, error: dict | None
+) -> None:
+    """Record the outcome: the result, or the failure (also when recording the result failed
+    for another reason than the database being away). When the database is away, the outcome
+    is held (`outcomes`) and the error raised."""
+    try:
+        if result is not None:
+            try:
+                finish_in_scope(attempt, result)
+                return
+            except DATABASE_UNAVAILABLE:
+                raise
+            except Exception as exc:
+                logger.exception("recording attempt %s failed", attempt.pk)
+                error = failure(type(exc).__name__, str(exc))
+        record_failure(attempt, error)
+    except DATABASE_UNAVAILABLE:
+        outcomes.hold(attempt, owner, result, error)
+        logger.warning(
+            "attempt %s (%s#%d) ran, but its outcome could not be recorded: the database is "
+            "unavailable; it is kept, and recorded once the database is back",
+            attempt.pk,
+            attempt.task_name,
+            attempt.task_execution_idx,
+        )
+        raise
 
 
 def finish_in_scope(
@@ -92,20 +150,21 @@ def finish_in_scope(
     return dbretry.retrying(record, what=f"recording attempt {attempt.pk}")
 
 
-def record_failure(attempt: TaskExecution, error_type: str, message: str) -> None:
+def record_failure(attempt: TaskExecution, error: dict) -> None:
     """Record the failure; if even that fails (e.g. the database refuses the message), record a
     bare one and settle the flow execution's status, so an attempt is never left running with
     nobody to finish it, nor its flow execution running with nothing left to run."""
-    error = {"type": error_type, "message": message.replace("\x00", "\\0")[:10_000]}
     try:
         finish_in_scope(attempt, error=error)
+    except DATABASE_UNAVAILABLE:
+        raise
     except Exception:
         logger.exception("recording the failure of attempt %s failed", attempt.pk)
         with rls.tenant_scope(attempt.organization_id):
             locking.lock_for_worker(attempt.flow_execution_id)  # the lock order: flow first
             transitions.fail(
                 attempt.pk,
-                error={"type": error_type, "message": "the error could not be recorded"},
+                error={"type": error["type"], "message": "the error could not be recorded"},
                 now=timezone.now(),
             )
         try:  # a separate transaction: the attempt's failure stands even if this fails too
@@ -114,6 +173,125 @@ def record_failure(attempt: TaskExecution, error_type: str, message: str) -> Non
                 status.refresh_status(flow_execution, spec_for(flow_execution.flow_version))
         except Exception:
             logger.exception("settling flow execution %s failed", attempt.flow_execution_id)
+
+
+# Outcomes an outage kept from being recorded ------------------------------------------------
+
+
+@dataclass
+class Held:
+    """An outcome this process holds for an attempt it ran: the database was away."""
+
+    attempt: TaskExecution
+    owner: str
+    result: ExecutorResult | None
+    error: dict | None
+    tries: int = 0
+
+
+class Outcomes:
+    """The outcomes this process could not record, and claims it is unsure landed (the
+    database went away as the claim committed). Thread-safe: the worker's loop, its reaper
+    thread and the next job all call record_held."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._held: dict[uuid.UUID, Held] = {}
+        self._doubted: dict[uuid.UUID, tuple[uuid.UUID, str]] = {}
+
+    def hold(
+        self, attempt: TaskExecution, owner: str, result: ExecutorResult | None, error: dict | None
+    ) -> None:
+        with self._lock:
+            self._held[attempt.pk] = Held(attempt, owner, result, error)
+        leases.heartbeat.keep(attempt.pk, attempt.organization_id, owner)
+
+    def doubt_claim(self, attempt_id: uuid.UUID, organization_id: uuid.UUID, owner: str) -> None:
+        with self._lock:
+            self._doubted[attempt_id] = (organization_id, owner)
+
+    def __bool__(self) -> bool:
+        return bool(self._held or self._doubted)
+
+    def take(self) -> tuple[list[Held], dict[uuid.UUID, tuple[uuid.UUID, str]]]:
+        with self._lock:
+            held, self._held = list(self._held.values()), {}
+            doubted, self._doubted = self._doubted, {}
+        return held, doubted
+
+    def put_back(self, items: list[Held], doubted: dict[uuid.UUID, tuple[uuid.UUID, str]]) -> None:
+        with self._lock:
+            self._held.update({item.attempt.pk: item for item in items})
+            self._doubted.update(doubted)
+
+
+outcomes = Outcomes()
+MAX_RECORD_TRIES = 5
+
+
+def record_held() -> set[uuid.UUID]:
+    """Record the outcomes an outage kept from being written; returns the attempts now
+    settled (recorded, handed back, or found no longer running: cancelled, or reaped after an
+    outage longer than a lease).
+
+    Each outcome is tried up to MAX_RECORD_TRIES times while the database fails; then the
+    attempt is handed back (running → queued) to run again. A claim that may have landed
+    while nobody ran its attempt is handed back the same way. What still fails stays held for
+    the next call. No query when nothing is held.
+    """
+    if not outcomes:
+        return set()
+    held, doubted = outcomes.take()
+    settled: set[uuid.UUID] = set()
+    keep: list[Held] = []
+    for item in held:
+        try:
+            _record_held(item)
+        except DATABASE_UNAVAILABLE:
+            keep.append(item)
+            continue
+        leases.heartbeat.release(item.attempt.pk)
+        settled.add(item.attempt.pk)
+    still_doubted = {}
+    for attempt_id, (organization_id, owner) in doubted.items():
+        try:
+            _hand_back(attempt_id, organization_id, owner)
+        except DATABASE_UNAVAILABLE:
+            still_doubted[attempt_id] = (organization_id, owner)
+    outcomes.put_back(keep, still_doubted)
+    return settled
+
+
+def _record_held(item: Held) -> None:
+    """One held outcome, recorded or (after too many tries) handed back. Raises the database
+    error while that is not possible."""
+    attempt = item.attempt
+    try:
+        if item.result is not None:
+            try:
+                finish_in_scope(attempt, item.result)
+                logger.warning("recorded the outcome of attempt %s after the outage", attempt.pk)
+                return
+            except DATABASE_UNAVAILABLE:
+                raise
+            except Exception as exc:  # recording the result failed otherwise: its failure
+                logger.exception("recording attempt %s failed", attempt.pk)
+                item.result, item.error = None, failure(type(exc).__name__, str(exc))
+        record_failure(attempt, item.error)
+    except DATABASE_UNAVAILABLE:
+        item.tries += 1
+        if item.tries < MAX_RECORD_TRIES:
+            raise
+        _hand_back(attempt.pk, attempt.organization_id, item.owner)
+
+
+def _hand_back(attempt_id: uuid.UUID, organization_id: uuid.UUID, owner: str) -> None:
+    """HAND_BACK the attempt, with a new job to run it, if this worker still holds it (else
+    someone settled it meanwhile: nothing to do)."""
+    with rls.tenant_scope(organization_id):
+        if transitions.hand_back(attempt_id, owner=owner, now=timezone.now()):
+            jobs.enqueue_after_commit(organization_id, [attempt_id])
+            logger.warning("handed attempt %s back to run again", attempt_id)
 
 
 @transaction.atomic(savepoint=False)  # inside a worker's scope: that is the transaction

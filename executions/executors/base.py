@@ -40,6 +40,11 @@ class Executor:
     def run(self, input: Any, config: dict[str, Any]) -> ExecutorResult:
         raise NotImplementedError
 
+    def summarize(self, output: Any, config: dict[str, Any]) -> dict[str, Any]:
+        """The summary of an output this task type did not produce itself (a person's
+        correction); by default the generic one (default_summary)."""
+        return default_summary(output)
+
 
 def default_summary(output: Any) -> dict[str, Any]:
     """A small description of an output when its executor gives none."""

@@ -10,6 +10,7 @@ from django.utils.module_loading import import_string
 from jmespath.exceptions import JMESPathError
 
 from executions.executors.base import Executor, ExecutorResult, TaskFailed
+from flows.expressions import ExpressionError, compile_jmespath
 
 
 class TransformExecutor(Executor):
@@ -22,7 +23,9 @@ class TransformExecutor(Executor):
         problems = super().check_config(config)
         if "expression" in config:
             try:
-                jmespath.compile(str(config["expression"]))
+                compile_jmespath(str(config["expression"]))
+            except ExpressionError as exc:
+                problems.append(("expression", str(exc)))
             except JMESPathError as exc:
                 problems.append(("expression", f"not a valid JMESPath expression: {exc}"))
         return problems
@@ -45,32 +48,32 @@ def _callable_allowed(path: str) -> bool:
 
 
 class PythonExecutor(Executor):
-    """Calls `config.callable` ("package.module:function") with the resolved input."""
+    """Calls `config.callable` ("package.module:function") with the resolved input. An optional
+    `config.summary` ("package.module:function", allowed likewise) gives an output's summary,
+    for the outputs the callable returns without one and for a person's corrected output."""
 
     name = "python"
-    config_keys = frozenset({"callable"})
+    config_keys = frozenset({"callable", "summary"})
     required_config_keys = frozenset({"callable"})
 
     def check_config(self, config: dict[str, Any]) -> list[tuple[str, str]]:
         problems = super().check_config(config)
-        path = config.get("callable")
-        if path is None:
-            return problems
+        for key in ("callable", "summary"):
+            path = config.get(key)
+            if path is not None:
+                problems += [(key, message) for message in self._path_problems(path)]
+        return problems
+
+    def _path_problems(self, path: Any) -> list[str]:
         if not isinstance(path, str) or path.count(":") != 1:
-            return [*problems, ("callable", "must be 'package.module:function'")]
+            return ["must be 'package.module:function'"]
         if not _callable_allowed(path):
-            return [
-                *problems,
-                (
-                    "callable",
-                    f"'{path}' is not under an allowed prefix (FLOWPLATFORM_PYTHON_CALLABLES)",
-                ),
-            ]
+            return [f"'{path}' is not under an allowed prefix (FLOWPLATFORM_PYTHON_CALLABLES)"]
         try:
             self._load(path)
         except (ImportError, AttributeError) as exc:
-            problems.append(("callable", f"cannot be imported: {exc}"))
-        return problems
+            return [f"cannot be imported: {exc}"]
+        return []
 
     @staticmethod
     def _load(path: str) -> Any:
@@ -93,7 +96,28 @@ class PythonExecutor(Executor):
         except (ImportError, AttributeError) as exc:
             raise TaskFailed(f"'{path}' cannot be called: {exc}", "NotAllowed") from None
         result = function(input)
-        return result if isinstance(result, ExecutorResult) else ExecutorResult(result)
+        if isinstance(result, ExecutorResult):
+            return result
+        return ExecutorResult(result, self._summary(result, config))
+
+    def summarize(self, output: Any, config: dict[str, Any]) -> dict[str, Any]:
+        return self._summary(output, config) or super().summarize(output, config)
+
+    def _summary(self, output: Any, config: dict[str, Any]) -> dict[str, Any] | None:
+        """What `config.summary` gives for `output`; None without one. A summary function that
+        is no longer allowed, fails or gives no JSON object is an error of the task."""
+        path = config.get("summary")
+        if path is None:
+            return None
+        if not _callable_allowed(path):
+            raise TaskFailed(f"'{path}' is no longer allowed", "NotAllowed")
+        try:
+            summary = self._load(path)(output)
+        except (ImportError, AttributeError) as exc:
+            raise TaskFailed(f"'{path}' cannot be called: {exc}", "NotAllowed") from None
+        if not isinstance(summary, dict):
+            raise TaskFailed(f"'{path}' gave {type(summary).__name__}, not an object", "Summary")
+        return summary
 
 
 class HumanExecutor(Executor):

@@ -82,7 +82,10 @@ def flatten_validation_errors(detail: Any, prefix: Loc) -> list[dict[str, Any]]:
 
 
 def validation_response(request: HttpRequest | None, items: list[dict[str, Any]]) -> JsonResponse:
-    summary = "; ".join(f"{'.'.join(map(str, i['loc']))}: {i['msg']}" for i in items[:5])
+    shown = 5
+    summary = "; ".join(f"{'.'.join(map(str, i['loc']))}: {i['msg']}" for i in items[:shown])
+    if len(items) > shown:
+        summary += f"; and {len(items) - shown} more problem(s), every one in `detail`"
     return error_response(
         request,
         422,

@@ -25,8 +25,15 @@ def json_too_deep_error(max_depth: int) -> RequestValidationError:
     )
 
 
+def _declared_length(parser_context: Any) -> int | None:
+    request = (parser_context or {}).get("request")
+    value = request.META.get("CONTENT_LENGTH", "") if request is not None else ""
+    return int(value) if value.isdigit() else None
+
+
 class LimitedJSONParser(JSONParser):
-    """DRF's JSONParser with two limits checked before the body is parsed.
+    """DRF's JSONParser with two limits checked before the body is parsed, and a body shorter
+    than its Content-Length refused (400).
 
     It stays a JSONParser subclass: DRF then reads the body through `request.body`, where
     Django refuses a Content-Length over DATA_UPLOAD_MAX_MEMORY_SIZE (413). The size is checked
@@ -39,6 +46,14 @@ class LimitedJSONParser(JSONParser):
         raw = stream.read() if limit is None else stream.read(limit + 1)
         if limit is not None and len(raw) > limit:
             raise RequestDataTooBig("Request body exceeded settings.DATA_UPLOAD_MAX_MEMORY_SIZE.")
+        declared = _declared_length(parser_context)
+        if declared is not None and len(raw) < declared:
+            # A WSGI server hands over what arrived before the client went away: a prefix of
+            # the body can still be valid JSON, and must not be acted on.
+            raise ParseError(
+                f"The request body was cut short: {len(raw)} of the {declared} bytes its "
+                "Content-Length announced arrived."
+            )
         try:
             text = raw.decode(encoding)
         except UnicodeDecodeError as exc:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from drf_spectacular import openapi
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse
 from rest_framework import serializers
 
+from flowplatform.api.serializers import StrictFieldsMixin
 from flowplatform.headers import IDEMPOTENCY_HEADER, REPLAYED_HEADER
 from flowplatform.idempotency import IDEMPOTENT_METHODS
 
@@ -65,6 +68,9 @@ ERRORS = {
         "Conflict - the row changed since the client read it (optimistic lock on `updated_at`; "
         "the current record is in `error.details.current`), the change violates uniqueness, or "
         f"a request with the same `{IDEMPOTENCY_HEADER}` is still being processed"
+    ),
+    "411": _error(
+        "Length Required - a body sent without Content-Length (`Transfer-Encoding: chunked`)"
     ),
     "413": _error("Payload Too Large - the request body is over the size limit"),
     "415": _error("Unsupported Media Type - the body is not sent as `application/json`"),
@@ -138,13 +144,22 @@ class AutoSchema(openapi.AutoSchema):
         if method in {"POST", "PUT", "PATCH"}:
             codes += ["400", "404", "409", "422"]
             if self.get_request_serializer() is not None:
-                codes += ["413", "415"]
+                codes += ["411", "413", "415"]
         for code in sorted(set(codes)):
             if code not in responses:
                 responses[code] = self._get_response_for_code(ERRORS[code], code)
         for code, response in responses.items():
             response["headers"] = {**response.get("headers", {}), **self._headers_for(code)}
         return dict(sorted(responses.items()))
+
+    def _map_serializer(self, serializer: Any, direction: str, bypass_extensions: bool = False):  # type: ignore[no-untyped-def]
+        """A request body that refuses unknown fields (StrictFieldsMixin) says so:
+        `additionalProperties: false`. (The server also accepts, and ignores, the read-only
+        fields a GET returned, so GET → edit → PUT works; README says so.)"""
+        schema = super()._map_serializer(serializer, direction, bypass_extensions)
+        if direction == "request" and isinstance(serializer, StrictFieldsMixin):
+            schema["additionalProperties"] = False
+        return schema
 
     def _headers_for(self, code: str) -> dict:
         headers = {
@@ -179,6 +194,48 @@ def seed_paths(result: dict, generator: object, request: object, public: bool) -
                     parameter.setdefault("description", "The object's UUID.")
         paths[path.rstrip("/") or "/"] = operations
     result["paths"] = paths
+    return result
+
+
+def _health_operation(summary: str, description: str, answers: dict[str, str]) -> dict:
+    ok = {
+        "type": "object",
+        "properties": {"status": {"type": "string"}, "database": {"type": "string"}},
+        "required": ["status"],
+    }
+    error = {"$ref": "#/components/schemas/ErrorResponse"}
+    return {
+        "get": {
+            "operationId": summary.lower(),
+            "summary": summary,
+            "description": description,
+            "tags": ["health"],
+            "security": [],
+            "responses": {
+                code: {
+                    "description": text,
+                    "content": {"application/json": {"schema": ok if code < "300" else error}},
+                    "headers": {"X-Request-ID": REQUEST_ID_RESPONSE_HEADER},
+                }
+                for code, text in answers.items()
+            },
+        }
+    }
+
+
+def health_paths(result: dict, generator: object, request: object, public: bool) -> dict:
+    """Postprocessing hook: /healthz and /readyz (plain Django views) in the schema too."""
+    result["paths"]["/healthz"] = _health_operation(
+        "Liveness",
+        'The process answers: `{"status": "ok"}`. No key needed; it never touches the database.',
+        {"200": "The process is alive."},
+    )
+    result["paths"]["/readyz"] = _health_operation(
+        "Readiness",
+        'The database answers: `{"status": "ready", "database": "ok"}`. On a 503 (`not_ready`) '
+        "take the process out of the load balancer. No key needed.",
+        {"200": "Ready.", "503": "The database cannot be reached (`not_ready`)."},
+    )
     return result
 
 

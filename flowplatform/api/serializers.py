@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
 from typing import Any
 
-from drf_spectacular.utils import OpenApiParameter
+from drf_spectacular.utils import OpenApiParameter, extend_schema_field
 from rest_framework import serializers
 from rest_framework.request import Request
 
@@ -51,6 +50,17 @@ class StrictSerializer(StrictFieldsMixin, serializers.Serializer):
     pass
 
 
+class UUIDField(serializers.UUIDField):
+    """A UUID sent as a string. DRF's own also takes a JSON integer (123 becomes
+    00000000-0000-0000-0000-00000000007b), so a wrongly typed id would read as a missing row."""
+
+    def to_internal_value(self, data: Any) -> Any:
+        if not isinstance(data, str):
+            self.fail("invalid", value=data)
+        return super().to_internal_value(data)
+
+
+@extend_schema_field({"type": "object", "additionalProperties": True})
 class JSONObjectField(serializers.JSONField):
     """A JSON value that must be an object (dict)."""
 
@@ -121,8 +131,15 @@ class QueryBooleanField(serializers.BooleanField):
 
 
 def server_set_field(field: type[serializers.Field], what: str) -> serializers.Field:
-    """A body field the seed lists but the server sets: accepted, validated, ignored."""
-    return field(
+    """A body field the seed lists but the server sets: documented as `field` is, and whatever
+    is sent in it (what a GET returned, an empty string, null) is ignored, not validated."""
+
+    class ServerSet(field):  # type: ignore[misc, valid-type]
+        def run_validation(self, data: Any = serializers.empty) -> Any:
+            return None
+
+    ServerSet.__name__ = field.__name__
+    return ServerSet(
         required=False,
         allow_null=True,
         help_text=f"{what} Set by the server; a value sent here is ignored.",
@@ -171,13 +188,28 @@ def reason_field() -> serializers.CharField:
     )
 
 
+def _utf8_header(value: str) -> str:
+    """A header's text: WSGI hands headers over as Latin-1, so UTF-8 arrives as its bytes.
+    Bytes that are not UTF-8 are a 422 rather than being stored mangled."""
+    try:
+        raw = value.encode("latin-1")
+    except UnicodeEncodeError:  # already text (not from a WSGI server)
+        return value
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise RequestValidationError(
+            {REASON_HEADER: ["is not valid UTF-8; send the reason as UTF-8 text"]},
+            location="header",
+        ) from None
+
+
 def correction_reason(request: Request, body_reason: str | None) -> str | None:
     """The correction's reason: the body's `reason` or the X-Correction-Reason header (sent as
-    UTF-8 or plain ASCII). Both, with different values, is a 422; blank means none."""
+    UTF-8). Both, with different values, is a 422; blank means none."""
     header = request.headers.get(REASON_HEADER)
     if header is not None:
-        with contextlib.suppress(UnicodeError):  # not UTF-8 on the wire: keep it as received
-            header = header.encode("latin-1").decode("utf-8")
+        header = _utf8_header(header)
         try:
             header = reason_field().run_validation(header)
         except serializers.ValidationError as exc:

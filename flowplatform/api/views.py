@@ -17,6 +17,7 @@ from rest_framework.routers import SimpleRouter
 from rest_framework.serializers import Serializer
 
 from flowplatform import dbretry, rls
+from flowplatform.api.errors import RequestValidationError
 from flowplatform.api.serializers import correction_reason
 from flowplatform.exceptions import FLOW_EXECUTION_NOT_FOUND, NotFound
 from flowplatform.idempotency import IdempotentWritesMixin
@@ -94,6 +95,20 @@ class TenantViewSet(IdempotentWritesMixin, viewsets.GenericViewSet):
             # The work committed: answer it. The key stays claimed (a retry is told so).
             logger.exception("storing the Idempotency-Key's answer failed after the commit")
         return self.response
+
+    def check_request(self, request: Request) -> None:
+        """An empty query value (`?limit=`, `?ordering=`) is a 422 naming the parameter, never
+        read as "absent": leave the parameter out instead."""
+        empty = sorted(
+            name
+            for name, values in request.query_params.lists()
+            if any(not value.strip() for value in values)
+        )
+        if empty:
+            raise RequestValidationError(
+                {name: ["must not be empty; leave the parameter out instead"] for name in empty},
+                location="query",
+            )
 
     def run_handler(self, handler: Any, request: Request, *args: Any, **kwargs: Any) -> Any:
         """One run of the handler in one transaction, rolled back if the answer is an error.

@@ -169,3 +169,17 @@ class Membership(models.Model):
 
     def __str__(self) -> str:
         return f"{self.user} in {self.organization}"
+
+
+class UserIdentity(models.Model):
+    """The UUID a Django (admin) user is recorded as: `modified_by` names a user by UUID (the
+    seed's contract), and Django's user ids are integers that a new database reuses. Created
+    on the user's first change in admin."""
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="identity"
+    )
+    uuid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+
+    def __str__(self) -> str:
+        return f"{self.user} is {self.uuid}"

@@ -10,6 +10,7 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.conf import settings
 from django.db import transaction
@@ -18,11 +19,15 @@ from django.utils.text import slugify
 
 from flowplatform import rls
 from flowplatform.exceptions import Conflict, InvalidInput, NotFound
-from flowplatform.tenancy.models import ApiKey, IdempotencyKey, Organization
+from flowplatform.tenancy.models import ApiKey, IdempotencyKey, Organization, UserIdentity
 
 KEY_PREFIX = "fp_"
 # The seed allows: 'system', a user UUID, or an integration identifier ('integration', …).
 MODIFIED_BY_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@\-]{0,199}$")
+ACTOR_RULE = (
+    "must be 'system', a UUID, or an identifier of letters, digits and ._:@- "
+    "(at most 200 characters)"
+)
 
 
 @dataclass(frozen=True)
@@ -136,11 +141,7 @@ def resolve_actor(api_key: ApiKey, supplied: str | None) -> str:
     if supplied is None:
         return api_key.default_actor
     if not MODIFIED_BY_PATTERN.match(supplied):
-        raise InvalidInput.field(
-            "modified_by",
-            "must be 'system', a UUID, or an identifier of letters, digits and ._:@- "
-            "(at most 200 characters)",
-        )
+        raise InvalidInput.field("modified_by", ACTOR_RULE)
     return supplied
 
 
@@ -149,3 +150,14 @@ def purge_expired_keys(now: datetime | None = None) -> int:
     replayed anyway."""
     deleted, _ = IdempotencyKey.objects.filter(expires_at__lte=now or timezone.now()).delete()
     return deleted
+
+
+def user_actor(user: Any) -> str:
+    """`modified_by` for a Django (admin) user's changes: the user's stable UUID
+    (UserIdentity), created on their first change. One query, cached on the user object (one
+    per request)."""
+    cached = getattr(user, "_flowplatform_actor", None)
+    if cached is None:
+        identity, _ = UserIdentity.objects.get_or_create(user=user)
+        cached = user._flowplatform_actor = str(identity.uuid)
+    return cached

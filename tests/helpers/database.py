@@ -12,10 +12,16 @@ from django.db import connection
 APP_ROLE = "flowplatform_app"
 
 
+def database_address() -> tuple[str, int]:
+    """Where the configured test database listens (host, port)."""
+    db = connection.settings_dict
+    return db["HOST"] or "127.0.0.1", int(db["PORT"] or 5432)
+
+
 def app_database_url() -> str:
     """The test database's URL as the application's role (for worker subprocesses)."""
-    db = connection.settings_dict
-    return f"postgres://{APP_ROLE}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+    host, port = database_address()
+    return f"postgres://{APP_ROLE}@{host}:{port}/{connection.settings_dict['NAME']}"
 
 
 def tenant_tables() -> dict[str, Any]:

@@ -99,5 +99,6 @@ class DatabaseProxy:
 def through_proxy(url: str, port: int) -> str:
     """`url` (a database URL) pointed at the proxy's port on 127.0.0.1 instead."""
     parts = urlsplit(url)
-    netloc = f"{parts.username}@{parts.hostname}:{port}" if parts.username else f"127.0.0.1:{port}"
+    # The proxy listens on this machine, whichever host the database itself is on.
+    netloc = f"{parts.username}@127.0.0.1:{port}" if parts.username else f"127.0.0.1:{port}"
     return urlunsplit(parts._replace(netloc=netloc))

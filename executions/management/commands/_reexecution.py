@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import argparse
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from django.db import transaction
 
 from executions import locking, services
 from executions.models import FlowExecution, TaskExecution
 from flowplatform import rls
+from flowplatform.tenancy.services import ACTOR_RULE, MODIFIED_BY_PATTERN
 
 
 @dataclass(frozen=True)
@@ -20,12 +21,15 @@ class Reexecution:
     started: list[TaskExecution]  # created by the re-execution's transaction, dependency order
     dry_run: bool
     skipped: bool = False  # `only_if_stale` and the flow execution was no longer stale
+    # Tasks that run later, as their upstream tasks complete (after the transaction's own).
+    later: list[str] = field(default_factory=list)
 
 
 def actor(text: str) -> str:
-    """An argparse type for --actor: it is stored as `modified_by`."""
-    if not 1 <= len(text) <= 200:
-        raise argparse.ArgumentTypeError("must be 1 to 200 characters")
+    """An argparse type for --actor: it is stored as `modified_by`, so it follows the API's
+    rule for it."""
+    if not MODIFIED_BY_PATTERN.match(text):
+        raise argparse.ArgumentTypeError(ACTOR_RULE)
     return text
 
 
@@ -49,21 +53,28 @@ def reexecute(
         started = services.start_reexecution(
             flow_execution, actor=actor, only_stale=only_stale, task=task
         )
+        now = {attempt.task_name for attempt in started}
+        later = [name for name in services.outstanding_tasks(flow_execution) if name not in now]
         if dry_run:
             flow_execution.refresh_from_db(fields=["status", "updated_at"])  # as it would be
             transaction.set_rollback(True)
     if not dry_run:
         with rls.tenant_scope(organization_id):  # jobs ran on commit
             flow_execution.refresh_from_db(fields=["status", "updated_at"])
-    return Reexecution(flow_execution, started, dry_run)
+    return Reexecution(flow_execution, started, dry_run, later=later)
 
 
-def describe(started: list[TaskExecution]) -> str:
-    """`a (idx 1), b (idx 1, reused)`: reused = early cutoff kept its previous output."""
-    if not started:
-        return "nothing"
-    return ", ".join(
+def describe(result: Reexecution) -> str:
+    """`a (idx 1), b (idx 1, reused); then, as their upstream tasks complete: c, d`: reused =
+    early cutoff kept its previous output. What runs later is named too, so a dry run shows
+    the whole set that will run (those of them early cutoff will reuse can only be known as
+    they come)."""
+    now = ", ".join(
         f"{attempt.task_name} (idx {attempt.task_execution_idx}"
         f"{', reused' if attempt.reused_from_id else ''})"
-        for attempt in started
+        for attempt in result.started
     )
+    later = ", ".join(result.later)
+    if now and later:
+        return f"{now}; then, as their upstream tasks complete: {later}"
+    return now or (f"as their upstream tasks complete: {later}" if later else "nothing")

@@ -9,6 +9,7 @@ from executions.models import Correction, TaskExecution
 from flowplatform import rls
 from flowplatform.api.serializers import REASON_MAX_LENGTH
 from flowplatform.exceptions import DomainError, InvalidInput
+from flowplatform.tenancy.services import ACTOR_RULE, MODIFIED_BY_PATTERN
 
 
 def json_option(options: dict[str, Any], name: str) -> Any:
@@ -41,6 +42,10 @@ class Command(BaseCommand):
         )
         parser.add_argument("--error", help="the error, as JSON")
         parser.add_argument(
+            "--summary",
+            help="the corrected output's summary, as a JSON object (default: derived from it)",
+        )
+        parser.add_argument(
             "--execute-flow", action="store_true", help="re-run the tasks this makes stale"
         )
         parser.add_argument("--reason", default="", help="why (recorded on the correction)")
@@ -53,6 +58,8 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: object, **options: Any) -> None:
+        if not MODIFIED_BY_PATTERN.match(options["actor"]):
+            raise CommandError(f"--actor {ACTOR_RULE}")
         try:
             pk = uuid.UUID(options["task_execution_id"])
         except ValueError:
@@ -94,6 +101,9 @@ class Command(BaseCommand):
             raise CommandError("nothing to change: give --output, --status or --error")
         if len(options["reason"]) > REASON_MAX_LENGTH:
             raise CommandError(f"--reason is longer than {REASON_MAX_LENGTH} characters")
+        summary = json_option(options, "summary")
+        if summary is not None and not isinstance(summary, dict):
+            raise CommandError("--summary must be a JSON object")
         correct = (
             task_executions.preview_correction
             if options["dry_run"]
@@ -110,6 +120,7 @@ class Command(BaseCommand):
                 reason=options["reason"].strip(),
                 source=Correction.Source.COMMAND,
                 preview_token=options["preview_token"],
+                summary=summary,
             )
         except InvalidInput as exc:
             raise CommandError(

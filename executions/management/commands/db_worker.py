@@ -4,7 +4,10 @@
   once at start), so attempts whose worker was lost (their lease expired) are failed and
   retried by whichever workers remain; no separate process is needed.
 - **Database outages**: the worker waits for the database to come back (growing pauses, up to
-  10 s) instead of exiting.
+  10 s) instead of exiting. An attempt it ran whose outcome it could not write is not lost: it
+  keeps the outcome and the attempt's lease, and records it once the database is back
+  (engine.worker.record_held); its job row is then settled, not run again. After an outage its
+  reaper waits one lease before reaping, so live workers renew their leases first.
 - **Graceful stop**: SIGTERM (or SIGINT, SIGQUIT) lets the current task finish and then exits
   0, waiting at most --shutdown-timeout seconds (FLOWPLATFORM_WORKER_SHUTDOWN_SECONDS). A task
   still running then, or at a second signal, gets WorkerStopped raised into it: its attempt is
@@ -19,6 +22,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from argparse import ArgumentParser
 from types import FrameType
 from typing import Any
@@ -28,7 +32,7 @@ from django.db import InterfaceError, OperationalError, close_old_connections, c
 from django_tasks_db.management.commands import db_worker
 
 from executions import jobs, leases
-from executions.engine import reaper
+from executions.engine import reaper, worker
 
 logger = logging.getLogger("flowplatform.worker")
 
@@ -40,7 +44,8 @@ class Worker(db_worker.Worker):
         self.reap_interval = reap_interval
         self._stopped = threading.Event()
         self._force = False
-        self._unsettled: list[Any] = []  # jobs claimed whose outcome could not be written
+        self._unsettled: dict[Any, str | None] = {}  # job → attempt, outcome not written
+        self._reap_after = 0.0  # monotonic time before which this worker's reaper waits
 
     def shutdown(self, signum: int, frame: FrameType | None) -> None:
         if not self.running_task:
@@ -93,28 +98,46 @@ class Worker(db_worker.Worker):
             super().run_task(db_task_result)
         except (OperationalError, InterfaceError):
             # Even the job's outcome could not be written: it would stay RUNNING, and its
-            # attempt (perhaps still queued) with it. Put it back once the database returns.
-            self._unsettled.append(db_task_result.pk)
+            # attempt (perhaps still queued) with it. Settle it once the database returns.
+            arguments = (db_task_result.args_kwargs or {}).get("args") or [None]
+            self._unsettled[db_task_result.pk] = arguments[0]
             raise
         finally:
             signal.setitimer(signal.ITIMER_REAL, 0)  # the task ended: no timeout pending
 
-    def requeue_unsettled(self) -> None:
-        """Jobs this worker claimed but could not settle go back to READY: running one again is
-        harmless (its attempt is claimed by compare-and-set), never running it would strand
-        its attempt."""
+    def settle_unsettled(self) -> None:
+        """After an outage: first the outcomes this worker held are recorded; the jobs whose
+        attempts are thereby settled are marked successful, the others go back to READY (their
+        attempt never ran, or was handed back: running the job again runs it; a claim is a
+        compare-and-set, so running it twice is harmless)."""
+        settled = {str(attempt_id) for attempt_id in worker.record_held()}
         if not self._unsettled:
             return
-        jobs.requeue(self._unsettled)
-        logger.warning("re-queued %d job(s) interrupted by the outage", len(self._unsettled))
+        done = [job for job, attempt in self._unsettled.items() if attempt in settled]
+        again = [job for job in self._unsettled if job not in done]
+        jobs.mark_successful(done)
+        jobs.requeue(again)
+        logger.warning(
+            "after the outage: %d job(s) settled with their recorded outcome, %d re-queued",
+            len(done),
+            len(again),
+        )
         self._unsettled.clear()
 
     def reap_forever(self) -> None:
-        """The reaper thread: every worker reaps, so one surviving worker is enough."""
+        """The reaper thread: every worker reaps, so one surviving worker is enough. It also
+        records outcomes an outage left held. After a round the database failed, it waits one
+        lease before reaping again: every live worker renews its leases (within seconds of the
+        database's return) before a lease that ran out during the outage is taken for lost."""
         while True:
             try:
-                reaper.reap_expired()
-            except Exception:  # the database may be away: try again next round
+                worker.record_held()
+                if time.monotonic() >= self._reap_after:
+                    reaper.reap_expired()
+            except (OperationalError, InterfaceError):  # the database is away
+                logger.warning("reaping expired leases failed: the database is unavailable")
+                self._reap_after = time.monotonic() + leases.lease_seconds()
+            except Exception:
                 logger.exception("reaping expired leases failed")
             finally:
                 connection.close()
@@ -130,7 +153,7 @@ class Worker(db_worker.Worker):
         try:
             while True:
                 try:
-                    self.requeue_unsettled()
+                    self.settle_unsettled()
                     super().run()
                     return
                 except (OperationalError, InterfaceError) as exc:

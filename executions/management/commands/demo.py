@@ -1,7 +1,9 @@
+import secrets
 from pathlib import Path
 
 from django.conf import settings
-from django.core.management.base import BaseCommand, CommandParser
+from django.contrib.auth import get_user_model
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from executions.models import TaskExecution
 from executions.services import start_flow_execution
@@ -28,8 +30,21 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--org", default="demo", help="Organization slug (default: demo).")
         parser.add_argument("--base-url", default="http://127.0.0.1:8000", help="For the examples.")
+        parser.add_argument(
+            "--admin",
+            action="store_true",
+            help="also (re)create the local admin superuser 'admin' with a new password, shown "
+            "once (only with DEBUG on: the embedded demo, never production)",
+        )
 
-    def handle(self, *args: object, org: str, base_url: str, **options: object) -> None:
+    def handle(
+        self, *args: object, org: str, base_url: str, admin: bool, **options: object
+    ) -> None:
+        if admin and not settings.DEBUG:
+            raise CommandError(
+                "--admin creates a local admin user for the embedded demo and needs DEBUG on; "
+                "in production create one with: manage.py createsuperuser"
+            )
         organization = Organization.objects.filter(slug=org).first() or create_organization(org)
         with rls.tenant_scope(organization):
             flows = {
@@ -72,6 +87,25 @@ Start another run:
 API docs: {base_url}/api/docs/
 """
         )
+        if admin:
+            password = self.admin_user()
+            self.stdout.write(
+                f"""Admin (shown once; each run sets a new password):
+  {base_url}/admin/   user: admin   password: {password}
+"""
+            )
+
+    def admin_user(self) -> str:
+        """The local superuser 'admin', with a new random password."""
+        password = secrets.token_urlsafe(12)
+        user = get_user_model().objects.filter(username="admin").first()
+        if user is None:
+            get_user_model().objects.create_superuser("admin", password=password)
+        else:
+            user.is_active = user.is_staff = user.is_superuser = True
+            user.set_password(password)
+            user.save()
+        return password
 
     def load(self, organization: Organization, path: Path) -> Flow:
         definition = path.read_text()

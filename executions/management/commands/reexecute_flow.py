@@ -71,9 +71,9 @@ class Command(BaseCommand):
             scope = "the whole flow"
         if result.dry_run:
             self.stdout.write(f"Dry run, nothing written: flow execution {pk}, {scope}.")
-            self.stdout.write(f"Would start: {describe(result.started)}")
+            self.stdout.write(f"Would start: {describe(result)}")
             self.stdout.write(f"Status would be: {result.flow_execution.status}")
         else:
             self.stdout.write(f"Re-executed flow execution {pk}, {scope}.")
-            self.stdout.write(f"Started: {describe(result.started)}")
+            self.stdout.write(f"Started: {describe(result)}")
             self.stdout.write(f"Status: {result.flow_execution.status}")

@@ -156,5 +156,5 @@ class Command(BaseCommand):
         if result.skipped:
             return f"skipped: no longer stale (status {result.flow_execution.status})"
         if result.dry_run:
-            return f"would start {describe(result.started)}"
-        return f"started {describe(result.started)}; status {result.flow_execution.status}"
+            return f"would start {describe(result)}"
+        return f"started {describe(result)}; status {result.flow_execution.status}"

@@ -6,7 +6,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from flowplatform import rls
 from flowplatform.exceptions import DomainError, InvalidInput, NotFound
 from flowplatform.tenancy.models import Organization
-from flowplatform.tenancy.services import get_organization
+from flowplatform.tenancy.services import ACTOR_RULE, MODIFIED_BY_PATTERN, get_organization
 from flows.definitions import parse_definition
 from flows.models import Flow
 from flows.services import create_flow, update_flow
@@ -66,8 +66,8 @@ class Command(BaseCommand):
 
     def handle(self, *args: object, **options: Any) -> None:
         path: Path = options["path"]
-        if not 1 <= len(options["actor"]) <= 200:
-            raise CommandError("--actor must be 1 to 200 characters")
+        if not MODIFIED_BY_PATTERN.match(options["actor"]):
+            raise CommandError(f"--actor {ACTOR_RULE}")
         definition = read_definition(path)
         try:
             organization = get_organization(options["org"])

@@ -36,6 +36,7 @@ class Command(BaseCommand):
     @transaction.atomic
     def handle(self, *args: object, **options: object) -> None:
         slug = options["org"]
+        created = False
         try:
             try:
                 organization = get_organization(slug)
@@ -45,7 +46,7 @@ class Command(BaseCommand):
                         f"organization '{slug}' does not exist (pass --create-org to create it)"
                     ) from None
                 organization = create_organization(slug)
-                self.stdout.write(f"created organization {organization.slug}")
+                created = True
             with rls.tenant_scope(organization):
                 issued = create_api_key(
                     organization,
@@ -54,8 +55,10 @@ class Command(BaseCommand):
                     user_id=options["user_id"],
                     scopes=scopes_option(options["scope"]),
                 )
-        except DomainError as exc:
+        except DomainError as exc:  # the transaction is rolled back: nothing was created
             raise CommandError(exc.message) from None
+        if created:
+            self.stdout.write(f"created organization {organization.slug}")
         self.stdout.write(
             f"API key {issued.api_key.prefix} for {organization.slug}, scopes "
             f"{','.join(issued.api_key.scopes)} (store it now; it is not shown again):"
