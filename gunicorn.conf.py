@@ -32,3 +32,6 @@ access_log_format = (
     '%(h)s "%(r)s" %(s)s %(b)s %(M)sms request_id=%({x-request-id}o)s user_agent="%(a)s"'
 )
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
+# No runtime control socket (gunicorn 25.1+ opens one under $HOME by default): the process
+# manager starts and stops the server.
+control_socket_disable = True

@@ -22,10 +22,11 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 from simple_history.admin import SimpleHistoryAdmin
 
-from executions import selectors, services
+from executions import selectors, services, transitions
 from executions.corrections import task_executions
 from executions.dag_svg import render_dag_svg
 from executions.engine import staleness
+from executions.executors import get_executor
 from executions.models import Correction, FlowExecution, TaskExecution
 from flowplatform.admin import (
     ReadOnlyModelAdmin,
@@ -157,6 +158,16 @@ class TaskExecutionCorrectionForm(forms.ModelForm):
         super().__init__(*args, **kwargs)
         if self.instance.pk and not self.is_bound:
             self.initial["lock"] = self.instance.updated_at.isoformat()
+        if self.instance.pk:  # only the statuses a person may move it to (and where it is)
+            current = self.instance.status
+            spec = spec_for(self.instance.flow_execution.flow_version)
+            task = spec.tasks.get(self.instance.task_name)
+            human = task is not None and get_executor(task.type).waits_for_person
+            self.fields["status"].choices = [
+                (value, label)
+                for value, label in self.fields["status"].choices
+                if value == current or transitions.person_may(current, value, human_task=human)
+            ]
 
     def changes(self) -> dict[str, Any]:
         return {name: self.cleaned_data[name] for name in ("status", "output", "error")}

@@ -30,6 +30,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, nullcontext
 from typing import Any
 
+from django.core.exceptions import ImproperlyConfigured
 from django.db import connections, transaction
 
 ORGANIZATION_SETTING = "app.organization_id"
@@ -248,6 +249,12 @@ def grant_privileges(connection: Any, role: str) -> None:
         current_user, schema = cursor.fetchone()
         if current_user == role:
             return  # the application itself (e.g. a test flush): it owns nothing to grant
+        cursor.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", [role])
+        if cursor.fetchone() is None:
+            raise ImproperlyConfigured(
+                f"DATABASE_APP_ROLE={role!r}: there is no such role; create it first (README, "
+                "'Tenant isolation in the database'), or leave DATABASE_APP_ROLE empty"
+            )
         quoted_role = connection.ops.quote_name(role)
         quoted_schema = connection.ops.quote_name(schema)
         cursor.execute(f"GRANT USAGE ON SCHEMA {quoted_schema} TO {quoted_role}")

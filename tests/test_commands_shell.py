@@ -117,7 +117,7 @@ def test_load_flow_creates_then_reports_unchanged(shell: Shell, tmp_path: Path) 
 
 def test_check_freshness_checks_every_settled_execution(shell: Shell, demo: dict) -> None:
     out = shell("check_freshness").stdout
-    assert re.search(r"checked \d+ settled flow execution\(s\), skipped \d+ still running", out)
+    assert re.search(r"checked \d+ settled flow execution\(s\), skipped \d+ not settled", out)
     assert out.rstrip().endswith("0 violation(s)")
     shell("check_freshness", demo["flow_execution"])
     shell("check_freshness", "not-a-uuid", status=1)
@@ -203,3 +203,41 @@ def test_every_command_readme_lists_is_run_here() -> None:
     assert {"check_freshness", "correct_task", "db_worker", "demo"} <= listed
     ran = set(re.findall(r'shell\(\s*"([a-z_]+)"', Path(__file__).read_text()))
     assert listed <= ran, f"run as a subprocess nowhere: {sorted(listed - ran)}"
+
+
+def test_bad_settings_and_arguments_are_one_line_not_a_traceback(shell: Shell) -> None:
+    for args, env, starts in [
+        (["check"], {"DEBUG": "maybe"}, "error: DEBUG='maybe' is not a boolean"),
+        (["demo", "--org", "Bad Org"], {}, "CommandError: --org: use lowercase letters"),
+        (["demo", "--base-url", "notaurl"], {}, "CommandError: --base-url must be"),
+        (["db_worker"], {}, "CommandError: db_worker runs the jobs of TASKS_BACKEND=database"),
+        (["create_org", "Bad Slug!"], {}, "CommandError: SLUG: use lowercase letters"),
+        (
+            ["create_api_key", "--org", "acme", "--scope", "admin"],
+            {},
+            "CommandError: --scope: must be one or more of read, write",
+        ),
+        (["reexecute_stale", "--actor", "bad actor!"], {}, "CommandError: --actor: must be"),
+    ]:
+        refused = shell(*args, status=1, env=env)
+        assert refused.stderr.startswith(starts), refused.stderr
+        assert refused.stderr.count("\n") == 1, refused.stderr
+
+
+def test_a_bad_preview_token_is_refused_and_an_outdated_one_says_the_fresh_one(
+    shell: Shell, demo: dict
+) -> None:
+    [(review,)] = shell.rows(
+        "SELECT id FROM executions_taskexecution WHERE flow_execution_id = ? AND task_name = ?"
+        " ORDER BY task_execution_idx DESC LIMIT 1",
+        demo["flow_execution"].replace("-", ""),
+        "review",
+    )
+    args = ["correct_task", str(uuid.UUID(review)), "--output", '{"approved": false}']
+    bad = shell(*args, "--preview-token", "abc", status=1).stderr
+    assert bad.startswith("CommandError: --preview-token must be the 64-character preview_token")
+    outdated = shell(*args, "--preview-token", "0" * 64, status=1).stderr
+    token = re.search(r"pass --preview-token ([0-9a-f]{64})", outdated)
+    assert token, outdated
+    applied = json.loads(shell(*args, "--preview-token", token[1]).stdout)
+    assert re.fullmatch(UUID, applied["correction_id"])

@@ -11,6 +11,7 @@ import secrets
 import signal
 import socket
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -167,3 +168,32 @@ def test_the_production_recipe_serves_the_api_and_its_static_files(
             os.killpg(server.pid, signal.SIGKILL)
             server.wait()
     assert "Traceback" not in log.read_text(), log.read_text()[-4000:]
+
+
+def test_migrate_naming_an_application_role_that_does_not_exist_says_so(
+    database: dict[str, str],
+) -> None:
+    environment = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("DATABASE_", "DJANGO_", "TASKS_", "FLOWPLATFORM_"))
+    }
+    environment |= {
+        "DATABASE_URL": url(database, database["user"]),
+        "DATABASE_APP_ROLE": "no_such_role_for_flowplatform",
+    }
+    result = subprocess.run(
+        [sys.executable, "manage.py", "migrate", "--noinput", "-v0"],
+        cwd=ROOT,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stderr.splitlines()[-1] + "\n" == (
+        "error: DATABASE_APP_ROLE='no_such_role_for_flowplatform': there is no such role; create "
+        "it first (README, 'Tenant isolation in the database'), or leave DATABASE_APP_ROLE empty\n"
+    )

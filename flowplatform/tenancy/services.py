@@ -140,9 +140,15 @@ def resolve_actor(api_key: ApiKey, supplied: str | None) -> str:
         return str(api_key.user_id)
     if supplied is None:
         return api_key.default_actor
-    if not MODIFIED_BY_PATTERN.match(supplied):
-        raise InvalidInput.field("modified_by", ACTOR_RULE)
-    return supplied
+    return valid_actor(supplied)
+
+
+def valid_actor(text: str, field: str = "modified_by") -> str:
+    """`text` if a caller may name it as `modified_by` (the API's body field, a command's
+    --actor), else InvalidInput at `field`."""
+    if not MODIFIED_BY_PATTERN.match(text):
+        raise InvalidInput.field(field, ACTOR_RULE)
+    return text
 
 
 def purge_expired_keys(now: datetime | None = None) -> int:

@@ -3,7 +3,6 @@ reexecute_stale: it reports the attempts it started, and a dry run rolls it back
 
 from __future__ import annotations
 
-import argparse
 import uuid
 from dataclasses import dataclass, field
 
@@ -12,7 +11,9 @@ from django.db import transaction
 from executions import locking, services
 from executions.models import FlowExecution, TaskExecution
 from flowplatform import rls
-from flowplatform.tenancy.services import ACTOR_RULE, MODIFIED_BY_PATTERN
+from flowplatform.commands import command_error
+from flowplatform.exceptions import InvalidInput
+from flowplatform.tenancy.services import valid_actor
 
 
 @dataclass(frozen=True)
@@ -25,12 +26,12 @@ class Reexecution:
     later: list[str] = field(default_factory=list)
 
 
-def actor(text: str) -> str:
-    """An argparse type for --actor: it is stored as `modified_by`, so it follows the API's
-    rule for it."""
-    if not MODIFIED_BY_PATTERN.match(text):
-        raise argparse.ArgumentTypeError(ACTOR_RULE)
-    return text
+def check_actor(text: str) -> str:
+    """--actor is stored as `modified_by`, so it follows the API's rule for it."""
+    try:
+        return valid_actor(text, "actor")
+    except InvalidInput as exc:
+        raise command_error(exc) from None
 
 
 def reexecute(

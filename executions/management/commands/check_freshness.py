@@ -47,7 +47,8 @@ class Command(BaseCommand):
         for flow_execution_id, violation in violations:
             self.stdout.write(f"{flow_execution_id}: {violation}")
         self.stdout.write(
-            f"checked {checked} settled flow execution(s), skipped {unsettled} still running: "
+            f"checked {checked} settled flow execution(s), skipped {unsettled} not settled "
+            "(an attempt queued or running, or a task waiting for a person): "
             f"{len(violations)} violation(s)"
         )
         if violations:

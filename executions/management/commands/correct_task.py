@@ -1,15 +1,17 @@
 import json
+import re
 import uuid
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from executions.corrections import task_executions
+from executions.corrections import preview, task_executions
 from executions.models import Correction, TaskExecution
 from flowplatform import rls
 from flowplatform.api.serializers import REASON_MAX_LENGTH
+from flowplatform.commands import command_error
 from flowplatform.exceptions import DomainError, InvalidInput
-from flowplatform.tenancy.services import ACTOR_RULE, MODIFIED_BY_PATTERN
+from flowplatform.tenancy.services import valid_actor
 
 
 def json_option(options: dict[str, Any], name: str) -> Any:
@@ -22,6 +24,9 @@ def json_option(options: dict[str, Any], name: str) -> Any:
         return json.loads(text)
     except json.JSONDecodeError as exc:
         raise CommandError(f"--{name} is not valid JSON: {exc}") from None
+
+
+PREVIEW_TOKEN = re.compile(r"[0-9a-f]{64}")
 
 
 class Command(BaseCommand):
@@ -58,8 +63,10 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: object, **options: Any) -> None:
-        if not MODIFIED_BY_PATTERN.match(options["actor"]):
-            raise CommandError(f"--actor {ACTOR_RULE}")
+        try:
+            valid_actor(options["actor"], "actor")
+        except InvalidInput as exc:
+            raise command_error(exc) from None
         try:
             pk = uuid.UUID(options["task_execution_id"])
         except ValueError:
@@ -104,24 +111,35 @@ class Command(BaseCommand):
         summary = json_option(options, "summary")
         if summary is not None and not isinstance(summary, dict):
             raise CommandError("--summary must be a JSON object")
+        token = options["preview_token"]
+        if token is not None and not PREVIEW_TOKEN.fullmatch(token):
+            raise CommandError(
+                "--preview-token must be the 64-character preview_token of a dry run"
+            )
+        kwargs = {
+            "changes": changes,
+            "identity": {},
+            "expected_updated_at": None,
+            "actor": options["actor"],
+            "execute_flow": options["execute_flow"],
+            "reason": options["reason"].strip(),
+            "source": Correction.Source.COMMAND,
+            "summary": summary,
+        }
         correct = (
             task_executions.preview_correction
             if options["dry_run"]
             else task_executions.correct_task_execution
         )
         try:
-            return correct(
-                task_execution,
-                changes=changes,
-                identity={},
-                expected_updated_at=None,
-                actor=options["actor"],
-                execute_flow=options["execute_flow"],
-                reason=options["reason"].strip(),
-                source=Correction.Source.COMMAND,
-                preview_token=options["preview_token"],
-                summary=summary,
-            )
+            return correct(task_execution, preview_token=token, **kwargs)
+        except preview.PreviewOutdated as exc:
+            fresh = task_executions.preview_correction(task_execution, **kwargs)
+            raise CommandError(
+                f"{exc.message.split('. Review')[0]}. A dry run now would make stale: "
+                f"{', '.join(fresh.stale_tasks) or 'nothing'}; to apply that, pass "
+                f"--preview-token {fresh.preview_token}"
+            ) from None
         except InvalidInput as exc:
             raise CommandError(
                 "; ".join(f"{'.'.join(map(str, loc[1:]))}: {msg}" for loc, msg, _ in exc.errors)

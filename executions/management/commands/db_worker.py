@@ -23,7 +23,7 @@ import signal
 import sys
 import threading
 import time
-from argparse import ArgumentParser
+from argparse import ArgumentParser, ArgumentTypeError
 from types import FrameType
 from typing import Any
 
@@ -171,6 +171,17 @@ class Worker(db_worker.Worker):
             self._stopped.set()
 
 
+def seconds(text: str) -> float:
+    """An argparse type: a number of seconds, zero or more."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < float("inf"):
+        raise ArgumentTypeError(f"must be a number of seconds, zero or more, not {text!r}")
+    return value
+
+
 class Command(db_worker.Command):
     help = (
         "Run a database background worker: runs task attempts, renews their leases, reaps "
@@ -181,18 +192,31 @@ class Command(db_worker.Command):
         super().add_arguments(parser)
         parser.add_argument(
             "--shutdown-timeout",
-            type=db_worker.valid_interval,
+            type=seconds,
             default=None,
             help="On SIGTERM, how long to let the current task finish "
             "(default: FLOWPLATFORM_WORKER_SHUTDOWN_SECONDS)",
         )
         parser.add_argument(
             "--reap-interval",
-            type=db_worker.valid_interval,
+            type=seconds,
             default=None,
             help="Seconds between reaps of expired leases; 0 disables this worker's reaper "
             "(default: FLOWPLATFORM_REAP_INTERVAL_SECONDS)",
         )
+
+    def run_from_argv(self, argv: list[str]) -> None:
+        # django-tasks-db refuses a non-database backend while it reads the command line, with
+        # a message about its --backend option: say what to set instead.
+        if not jobs.uses_job_rows():
+            sys.stderr.write(
+                "CommandError: db_worker runs the jobs of TASKS_BACKEND=database; this "
+                f"environment has TASKS_BACKEND={settings.TASKS_BACKEND} (jobs run in the "
+                "process that starts them, no worker needed). Set TASKS_BACKEND=database for "
+                "the API processes and the workers alike.\n"
+            )
+            sys.exit(1)
+        super().run_from_argv(argv)
 
     def handle(
         self,

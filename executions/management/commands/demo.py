@@ -8,6 +8,8 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from executions.models import TaskExecution
 from executions.services import start_flow_execution
 from flowplatform import rls
+from flowplatform.commands import command_error
+from flowplatform.exceptions import DomainError
 from flowplatform.tenancy.models import Organization
 from flowplatform.tenancy.services import create_api_key, create_organization
 from flows.models import Flow
@@ -45,7 +47,12 @@ class Command(BaseCommand):
                 "--admin creates a local admin user for the embedded demo and needs DEBUG on; "
                 "in production create one with: manage.py createsuperuser"
             )
-        organization = Organization.objects.filter(slug=org).first() or create_organization(org)
+        try:
+            organization = Organization.objects.filter(slug=org).first() or create_organization(org)
+        except DomainError as exc:
+            raise command_error(exc, {"slug": "--org"}) from None
+        if not base_url.startswith(("http://", "https://")):
+            raise CommandError(f"--base-url must be an http:// or https:// URL, not {base_url!r}")
         with rls.tenant_scope(organization):
             flows = {
                 path.stem: self.load(organization, path) for path in sorted(EXAMPLES.glob("*.yaml"))

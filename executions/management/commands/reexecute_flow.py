@@ -3,7 +3,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from executions.management.commands._reexecution import actor, describe, reexecute
+from executions.management.commands._reexecution import check_actor, describe, reexecute
 from executions.models import FlowExecution
 from flowplatform import rls
 from flowplatform.exceptions import DomainError, InvalidInput
@@ -35,12 +35,12 @@ class Command(BaseCommand):
         )
         parser.add_argument(
             "--actor",
-            type=actor,
             default="system",
             help="recorded as modified_by (default: system)",
         )
 
     def handle(self, *args: object, **options: Any) -> None:
+        check_actor(options["actor"])
         try:
             pk = uuid.UUID(options["flow_execution_id"])
         except ValueError:

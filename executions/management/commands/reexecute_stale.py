@@ -9,7 +9,7 @@ from tqdm import tqdm
 
 from executions.management.commands._reexecution import (
     Reexecution,
-    actor,
+    check_actor,
     describe,
     reexecute,
 )
@@ -67,13 +67,13 @@ class Command(BaseCommand):
         )
         parser.add_argument(
             "--actor",
-            type=actor,
             default="system",
             help="recorded as modified_by (default: system)",
         )
         parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     def handle(self, *args: object, **options: Any) -> None:
+        check_actor(options["actor"])
         # Choosing the flow executions may span organizations: maintenance, audited. Each
         # re-execution then runs in its own organization's scope.
         with rls.bypass("manage.py reexecute_stale", "selecting stale flow executions"):

@@ -4,9 +4,10 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from flowplatform import rls
+from flowplatform.commands import command_error
 from flowplatform.exceptions import DomainError, InvalidInput, NotFound
 from flowplatform.tenancy.models import Organization
-from flowplatform.tenancy.services import ACTOR_RULE, MODIFIED_BY_PATTERN, get_organization
+from flowplatform.tenancy.services import get_organization, valid_actor
 from flows.definitions import parse_definition
 from flows.models import Flow
 from flows.services import create_flow, update_flow
@@ -66,8 +67,10 @@ class Command(BaseCommand):
 
     def handle(self, *args: object, **options: Any) -> None:
         path: Path = options["path"]
-        if not MODIFIED_BY_PATTERN.match(options["actor"]):
-            raise CommandError(f"--actor {ACTOR_RULE}")
+        try:
+            valid_actor(options["actor"], "actor")
+        except InvalidInput as exc:
+            raise command_error(exc) from None
         definition = read_definition(path)
         try:
             organization = get_organization(options["org"])

@@ -4,6 +4,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
 
 from flowplatform import rls
+from flowplatform.commands import command_error
 from flowplatform.exceptions import DomainError, NotFound
 from flowplatform.tenancy.models import ApiKey
 from flowplatform.tenancy.services import create_api_key, create_organization, get_organization
@@ -56,7 +57,7 @@ class Command(BaseCommand):
                     scopes=scopes_option(options["scope"]),
                 )
         except DomainError as exc:  # the transaction is rolled back: nothing was created
-            raise CommandError(exc.message) from None
+            raise command_error(exc, {"slug": "--org", "scopes": "--scope"}) from None
         if created:
             self.stdout.write(f"created organization {organization.slug}")
         self.stdout.write(

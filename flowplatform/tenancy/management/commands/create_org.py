@@ -1,5 +1,6 @@
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import BaseCommand, CommandParser
 
+from flowplatform.commands import command_error
 from flowplatform.exceptions import DomainError
 from flowplatform.tenancy.services import create_organization
 
@@ -15,5 +16,5 @@ class Command(BaseCommand):
         try:
             organization = create_organization(slug, name)
         except DomainError as exc:
-            raise CommandError(exc.message) from None
+            raise command_error(exc, {"slug": "SLUG"}) from None
         self.stdout.write(f"created organization {organization.slug} ({organization.id})")
