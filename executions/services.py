@@ -120,8 +120,7 @@ def outstanding_tasks(flow_execution: FlowExecution) -> list[str]:
     complete), in dependency order: what a re-execution will run in all, not only its first
     attempts."""
     spec = spec_for(flow_execution.flow_version)
-    latest = selectors.latest_attempts(flow_execution, spec.tasks)
-    return flow_status.outstanding(spec, {name: a.status for name, a in latest.items()})
+    return flow_status.outstanding(spec, selectors.latest_statuses(flow_execution, spec.tasks))
 
 
 @transaction.atomic

@@ -17,12 +17,16 @@ class PreviewOutdated(Conflict):
     """The state a preview token was issued for has changed: nothing was applied."""
 
     code = "preview_outdated"
+    # What happened; each surface then says how to get a fresh preview.
+    what = (
+        "the flow execution changed since the preview this preview_token was issued for, or "
+        "this request asks for something else; nothing was applied"
+    )
 
     def __init__(self) -> None:
         super().__init__(
-            "the flow execution changed since the preview this preview_token was issued for, or "
-            "this request asks for something else; nothing was applied. Review the fresh preview "
-            "(in the API: error.details.preview) and send its preview_token to apply it"
+            f"{self.what}. Review the fresh preview (in the API: error.details.preview) and "
+            "send its preview_token to apply it"
         )
 
 

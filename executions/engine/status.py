@@ -64,8 +64,8 @@ def refresh_status(flow_execution: FlowExecution, spec: FlowSpec, *, live: bool 
         )
         status = FlowStatus.IN_PROGRESS if progressed else FlowStatus.RUNNING
     else:
-        latest = selectors.latest_attempts(flow_execution, spec.tasks)
-        status = settled_status(spec, {n: a.status for n, a in latest.items()}, current)
+        latest = selectors.latest_statuses(flow_execution, spec.tasks)
+        status = settled_status(spec, latest, current)
     if status != current:
         transitions.derive_flow(flow_execution, status)
     return status

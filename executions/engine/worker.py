@@ -110,22 +110,13 @@ def failure(error_type: str, message: str) -> dict[str, str]:
 def record(
     attempt: TaskExecution, owner: str, result: ExecutorResult | None, error: dict | None
 ) -> None:
-    """Record the outcome: the result, or the failure (also when recording the result failed
-    for another reason than the database being away). When the database is away, the outcome
-    is held (`outcomes`) and the error raised."""
+    """Record the outcome (`_write`). When the database is away, the outcome is held
+    (`outcomes`) and the error raised."""
+    item = Held(attempt, owner, result, error)
     try:
-        if result is not None:
-            try:
-                finish_in_scope(attempt, result)
-                return
-            except DATABASE_UNAVAILABLE:
-                raise
-            except Exception as exc:
-                logger.exception("recording attempt %s failed", attempt.pk)
-                error = failure(type(exc).__name__, str(exc))
-        record_failure(attempt, error)
+        _write(item)
     except DATABASE_UNAVAILABLE:
-        outcomes.hold(attempt, owner, result, error)
+        outcomes.hold(item)
         logger.warning(
             "attempt %s (%s#%d) ran, but its outcome could not be recorded: the database is "
             "unavailable; it is kept, and recorded once the database is back",
@@ -134,6 +125,22 @@ def record(
             attempt.task_execution_idx,
         )
         raise
+
+
+def _write(item: Held) -> None:
+    """Write an outcome: the result, or the failure — also when writing the result failed for
+    another reason than the database being away (the item then holds that failure instead).
+    Raises the database error while the database is away."""
+    if item.result is not None:
+        try:
+            finish_in_scope(item.attempt, item.result)
+            return
+        except DATABASE_UNAVAILABLE:
+            raise
+        except Exception as exc:
+            logger.exception("recording attempt %s failed", item.attempt.pk)
+            item.result, item.error = None, failure(type(exc).__name__, str(exc))
+    record_failure(item.attempt, item.error)
 
 
 def finish_in_scope(
@@ -199,12 +206,10 @@ class Outcomes:
         self._held: dict[uuid.UUID, Held] = {}
         self._doubted: dict[uuid.UUID, tuple[uuid.UUID, str]] = {}
 
-    def hold(
-        self, attempt: TaskExecution, owner: str, result: ExecutorResult | None, error: dict | None
-    ) -> None:
+    def hold(self, item: Held) -> None:
         with self._lock:
-            self._held[attempt.pk] = Held(attempt, owner, result, error)
-        leases.heartbeat.keep(attempt.pk, attempt.organization_id, owner)
+            self._held[item.attempt.pk] = item
+        leases.heartbeat.keep(item.attempt.pk, item.attempt.organization_id, item.owner)
 
     def doubt_claim(self, attempt_id: uuid.UUID, organization_id: uuid.UUID, owner: str) -> None:
         with self._lock:
@@ -263,26 +268,16 @@ def record_held() -> set[uuid.UUID]:
 
 
 def _record_held(item: Held) -> None:
-    """One held outcome, recorded or (after too many tries) handed back. Raises the database
+    """One held outcome, written or (after too many tries) handed back. Raises the database
     error while that is not possible."""
-    attempt = item.attempt
     try:
-        if item.result is not None:
-            try:
-                finish_in_scope(attempt, item.result)
-                logger.warning("recorded the outcome of attempt %s after the outage", attempt.pk)
-                return
-            except DATABASE_UNAVAILABLE:
-                raise
-            except Exception as exc:  # recording the result failed otherwise: its failure
-                logger.exception("recording attempt %s failed", attempt.pk)
-                item.result, item.error = None, failure(type(exc).__name__, str(exc))
-        record_failure(attempt, item.error)
+        _write(item)
+        logger.warning("recorded the outcome of attempt %s after the outage", item.attempt.pk)
     except DATABASE_UNAVAILABLE:
         item.tries += 1
         if item.tries < MAX_RECORD_TRIES:
             raise
-        _hand_back(attempt.pk, attempt.organization_id, item.owner)
+        _hand_back(item.attempt.pk, item.attempt.organization_id, item.owner)
 
 
 def _hand_back(attempt_id: uuid.UUID, organization_id: uuid.UUID, owner: str) -> None:

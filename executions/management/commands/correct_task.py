@@ -136,7 +136,7 @@ class Command(BaseCommand):
         except preview.PreviewOutdated as exc:
             fresh = task_executions.preview_correction(task_execution, **kwargs)
             raise CommandError(
-                f"{exc.message.split('. Review')[0]}. A dry run now would make stale: "
+                f"{exc.what}. A dry run now would make stale: "
                 f"{', '.join(fresh.stale_tasks) or 'nothing'}; to apply that, pass "
                 f"--preview-token {fresh.preview_token}"
             ) from None
