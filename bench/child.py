@@ -3,8 +3,8 @@
 Started by bench.common.run_child in a process of its own, with the environment of its mode:
 
 - `embedded`: SQLite file, the in-process tasks backend (the product's default);
-- `workers`: PostgreSQL as the application's role, TASKS_BACKEND=database, and two real
-  `manage.py db_worker` processes started here;
+- `workers`: PostgreSQL as the application's role, TASKS_BACKEND=database, and real
+  `manage.py db_worker` processes started here (`workers`, default two);
 - `pg`: PostgreSQL as the application's role, in-process tasks backend (growth, API seeding).
 
 Everything goes through the product's real paths: an organization and key from the
@@ -54,7 +54,8 @@ class Run:
         from django.test import Client
 
         from bench import dags
-        from bench.executors import TimedTransform
+        from bench.common import BENCH_EXECUTOR, BENCH_IMPURE_EXECUTOR
+        from bench.executors import TimedPython, TimedTransform
         from flowplatform import rls
         from flowplatform.tenancy.models import Organization
         from flows.definitions import spec_for
@@ -66,7 +67,8 @@ class Run:
         timeout = float(spec.get("timeout", 3600))
         self.deadline = time.monotonic() + timeout - min(30.0, timeout / 5)
         self.connection = connection
-        self.timer = TimedTransform
+        self.task_type = spec.get("task_type") or BENCH_EXECUTOR
+        self.timer = TimedPython if self.task_type == BENCH_IMPURE_EXECUTOR else TimedTransform
         self.org_slug = f"bench-{uuid.uuid4().hex[:8]}"
         key = self._issue_key()
         self.org = Organization.objects.get(slug=self.org_slug)
@@ -87,7 +89,9 @@ class Run:
 
     def flow(self, shape: str, size: int) -> Any:
         if (shape, size) not in self.flows:
-            definition = json.dumps(self._dags.definition(shape, size), separators=(",", ":"))
+            definition = json.dumps(
+                self._dags.definition(shape, size, self.task_type), separators=(",", ":")
+            )
             with self.rls.tenant_scope(self.org):
                 self.flows[shape, size] = self._create_flow(
                     self.org, name=f"{shape}-{size}", definition=definition, actor="bench"
@@ -169,9 +173,18 @@ class Run:
 
     # Measurements -----------------------------------------------------------------------------
 
+    def job_rows(self) -> dict[str, int]:
+        """django-tasks-db's job rows by job (the last part of its task path)."""
+        from django.db.models import Count
+        from django_tasks_db.models import DBTaskResult
+
+        rows = DBTaskResult.objects.values_list("task_path").annotate(rows=Count("id"))
+        return {path.rpartition(".")[2]: count for path, count in rows}
+
     def full_run(self, shape: str, size: int) -> dict[str, Any]:
         flow = self.flow(shape, size)
         executor_before = self.timer.seconds
+        jobs_before = self.job_rows() if self.mode == "workers" else {}
         started = time.perf_counter()
         with QueryCounter(self.connection) as queries:
             flow_execution = self.start(flow)
@@ -186,7 +199,14 @@ class Run:
             "ms_per_task": seconds * 1000 / size,
             "queries_in_process": queries.count,
         }
-        if self.mode != "workers":
+        if self.mode == "workers":  # the jobs the run enqueued (its request's and its workers')
+            jobs = self.job_rows()
+            result["job_rows"] = {
+                name: count - jobs_before.get(name, 0)
+                for name, count in jobs.items()
+                if count > jobs_before.get(name, 0)
+            }
+        else:
             executor = self.timer.seconds - executor_before
             result.update(
                 executor_seconds=executor,
@@ -254,6 +274,8 @@ class Run:
 
 
 def start_workers(count: int, label: str) -> list[Any]:
+    """`count` db_workers, each connecting as application_name bench-worker-N (libpq's
+    PGAPPNAME), which wait_for_workers looks for."""
     import os
 
     from bench import procs
@@ -263,12 +285,32 @@ def start_workers(count: int, label: str) -> list[Any]:
         procs.spawn(
             [PYTHON, "manage.py", "db_worker", "--no-reload", "--no-startup-delay",
              "--interval", "0.05", "--worker-id", f"bench-{n}"],
-            env=dict(os.environ),
+            env={**os.environ, "PGAPPNAME": f"bench-worker-{n}"},
             log=WORK / "logs" / f"{label}.worker-{n}.log",
             own_group=False,
         )
         for n in range(1, count + 1)
     ]  # fmt: skip
+
+
+def wait_for_workers(workers: list[Any], deadline: float) -> None:
+    """Until every worker has connected to the database (a worker takes a second or two to
+    start Django), so that a run with more workers does not pay for their start-up."""
+    from django.db import connection
+
+    names = {f"bench-worker-{n}" for n in range(1, len(workers) + 1)}
+    while time.monotonic() < deadline:
+        if any(worker.poll() is not None for worker in workers):
+            raise RuntimeError("a db_worker exited at start; see its log in var/bench/logs")
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT DISTINCT application_name FROM pg_stat_activity "
+                "WHERE datname = current_database()"
+            )
+            if names <= {name for (name,) in cursor.fetchall()}:
+                return
+        time.sleep(0.1)
+    raise RuntimeError("the db_workers did not connect before the deadline")
 
 
 @contextmanager
@@ -299,7 +341,8 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
     if run.mode == "workers":
         workers = start_workers(int(spec.get("workers", 2)), spec["label"])
     try:
-        if workers:  # both workers up and warm before the clock starts
+        if workers:  # every worker up and warm before the clock starts
+            wait_for_workers(workers, run.deadline)
             warm = run.start(run.flow("fanout", 20))
             result["warm_up"] = run.wait_settled(warm["id"])
         with profiled(spec.get("profile")):

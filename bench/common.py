@@ -35,14 +35,15 @@ SQLITE_TEMPLATE = WORK / "template.sqlite3"
 
 # Flow definitions of 10,000 tasks are larger than the default 1 MiB limit.
 MAX_DEFINITION_BYTES = 16 * 1024 * 1024
-BENCH_EXECUTOR = "bench_transform"
+BENCH_EXECUTOR = "bench_transform"  # pure: run in waves (executions/engine/waves.py)
+BENCH_IMPURE_EXECUTOR = "bench_python"  # not pure: a job per attempt
 
 _FOREIGN_SETTINGS = ("DATABASE_", "TASKS_", "FLOWPLATFORM_", "DJANGO_SETTINGS_MODULE", "DEBUG")
 
 
 def django_env(database_url: str, tasks_backend: str = "immediate", **extra: str) -> dict[str, str]:
     """The environment of a process running the product for a benchmark: production-like
-    (DEBUG off), its own database, and the timed `transform` executor registered."""
+    (DEBUG off), its own database, and the timed executors (bench.executors) registered."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(_FOREIGN_SETTINGS)}
     env.update(
         DJANGO_SETTINGS_MODULE="flowplatform.settings",
@@ -53,7 +54,10 @@ def django_env(database_url: str, tasks_backend: str = "immediate", **extra: str
         ALLOWED_HOSTS="127.0.0.1,localhost,testserver",
         LOG_LEVEL="warning",
         FLOWPLATFORM_VAR_DIR=str(WORK),
-        FLOWPLATFORM_EXECUTORS=f"{BENCH_EXECUTOR}=bench.executors.TimedTransform",
+        FLOWPLATFORM_EXECUTORS=(
+            f"{BENCH_EXECUTOR}=bench.executors.TimedTransform,"
+            f"{BENCH_IMPURE_EXECUTOR}=bench.executors.TimedPython"
+        ),
         FLOWPLATFORM_MAX_DEFINITION_BYTES=str(MAX_DEFINITION_BYTES),
         PYTHONUNBUFFERED="1",
     )
@@ -149,10 +153,17 @@ def migrate(env: dict[str, str], label: str, *, timeout: float) -> None:
 
 
 def run_child(
-    spec: dict[str, Any], env: dict[str, str], label: str, *, timeout: float
+    spec: dict[str, Any],
+    env: dict[str, str],
+    label: str,
+    *,
+    timeout: float,
+    python: str = PYTHON,
+    module: str = "bench.child",
 ) -> dict[str, Any]:
-    """Run bench.child with `spec` in a process of its own (settings are per process): its
-    result, or a record saying it timed out or failed (with the log to read)."""
+    """Run bench.child (or another `module` taking SPEC.json RESULT.json, under another
+    `python`) with `spec` in a process of its own (settings are per process): its result, or a
+    record saying it timed out or failed (with the log to read)."""
     directory = WORK / "runs"
     directory.mkdir(parents=True, exist_ok=True)
     spec_path, result_path = directory / f"{label}.spec.json", directory / f"{label}.result.json"
@@ -161,7 +172,7 @@ def run_child(
     log = WORK / "logs" / f"{label}.log"
     print(f"[bench] {label} …", file=sys.stderr, flush=True)
     status, seconds = procs.run(
-        [PYTHON, "-m", "bench.child", str(spec_path), str(result_path)],
+        [python, "-m", module, str(spec_path), str(result_path)],
         env=env,
         log=log,
         timeout=timeout,

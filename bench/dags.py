@@ -1,7 +1,8 @@
 """The flows the benchmarks run: chain, fan-out/fan-in and layered DAGs of trivial tasks.
 
 Every task is the timed `transform` (bench.executors) and passes on a number `v`: a chain task
-copies its upstream's, the others take the larger of their two upstream values. A correction
+copies its upstream's, the others take the larger of their two upstream values (with
+`task_type="bench_python"`, the impure task, each adds one to it). A correction
 publishes a larger `v` than any task has, so every task downstream of it gets a new input and
 really runs again (no early cutoff), which is what the re-execution figures are about.
 """
@@ -24,15 +25,18 @@ def _ref(task: str) -> str:
 FLOW_INPUT = {"v": "${{ flow.input.v }}"}
 
 
-def _task(index: int, **fields: Any) -> dict[str, Any]:
-    return {"name": f"t{index}", "type": BENCH_EXECUTOR, **fields}
+def definition(shape: str, size: int, task_type: str = BENCH_EXECUTOR) -> dict[str, Any]:
+    """The flow definition of `size` tasks named t0 … t{size-1}, each of `task_type`."""
 
+    def task(index: int, *, config: dict[str, Any] | None = None, **fields: Any) -> dict[str, Any]:
+        # bench_python takes the larger of its inputs itself; the transform needs the expression.
+        if config and task_type == BENCH_EXECUTOR:
+            fields["config"] = config
+        return {"name": f"t{index}", "type": task_type, **fields}
 
-def definition(shape: str, size: int) -> dict[str, Any]:
-    """The flow definition of `size` tasks named t0 … t{size-1}."""
     if shape == "chain":
-        tasks = [_task(0, input=FLOW_INPUT)] + [
-            _task(i, input={"v": _ref(f"t{i - 1}")}) for i in range(1, size)
+        tasks = [task(0, input=FLOW_INPUT)] + [
+            task(i, input={"v": _ref(f"t{i - 1}")}) for i in range(1, size)
         ]
     elif shape == "fanout":
         # t0 → t1, t2 → each fans out to half the leaves → t{size-1} joins every leaf.
@@ -40,11 +44,11 @@ def definition(shape: str, size: int) -> dict[str, Any]:
             raise ValueError("a fan-out/fan-in flow needs at least 6 tasks")
         leaves = range(3, size - 1)
         tasks = [
-            _task(0, input=FLOW_INPUT),
-            _task(1, input={"v": _ref("t0")}),
-            _task(2, input={"v": _ref("t0")}),
-            *(_task(i, input={"v": _ref(f"t{1 + (i - 3) * 2 // len(leaves)}")}) for i in leaves),
-            _task(
+            task(0, input=FLOW_INPUT),
+            task(1, input={"v": _ref("t0")}),
+            task(2, input={"v": _ref("t0")}),
+            *(task(i, input={"v": _ref(f"t{1 + (i - 3) * 2 // len(leaves)}")}) for i in leaves),
+            task(
                 size - 1,
                 depends_on=[f"t{i}" for i in leaves],
                 input={"a": _ref("t1"), "b": _ref("t2")},
@@ -57,11 +61,11 @@ def definition(shape: str, size: int) -> dict[str, Any]:
         for i in range(size):
             layer, position = divmod(i, LAYER_WIDTH)
             if layer == 0:
-                tasks.append(_task(i, input=FLOW_INPUT))
+                tasks.append(task(i, input=FLOW_INPUT))
                 continue
             a, b = ((layer - 1) * LAYER_WIDTH + (position + k) % LAYER_WIDTH for k in (0, 3))
             tasks.append(
-                _task(i, input={"a": _ref(f"t{a}"), "b": _ref(f"t{b}")}, config=MAX_OF_TWO)
+                task(i, input={"a": _ref(f"t{a}"), "b": _ref(f"t{b}")}, config=MAX_OF_TWO)
             )
     else:
         raise ValueError(f"unknown shape {shape!r}; one of {', '.join(SHAPES)}")

@@ -1,4 +1,5 @@
-"""The benchmarks' task type: the product's `transform`, timing itself.
+"""The benchmarks' task types, each timing itself: `bench_transform`, the product's pure
+`transform`, and `bench_python`, a trivial task that is not pure, so a job per attempt.
 
 Registered through the product's own extension point (FLOWPLATFORM_EXECUTORS, set by
 bench.common.django_env), so a run's wall time minus the time spent here is the
@@ -10,7 +11,7 @@ from __future__ import annotations
 import time
 from typing import Any, ClassVar
 
-from executions.executors import ExecutorResult, TransformExecutor
+from executions.executors import Executor, ExecutorResult, TransformExecutor
 
 
 class TimedTransform(TransformExecutor):
@@ -25,3 +26,20 @@ class TimedTransform(TransformExecutor):
         finally:
             TimedTransform.seconds += time.perf_counter() - started
             TimedTransform.calls += 1
+
+
+class TimedPython(Executor):
+    """`{"v": the largest number of its input + 1}`. Not pure (the default), as a `python`
+    task is: the engine runs each attempt as a job of its own, never in a wave."""
+
+    name = "bench_python"
+    seconds: ClassVar[float] = 0.0  # inside run(), in this process
+    calls: ClassVar[int] = 0
+
+    def run(self, input: Any, config: dict[str, Any]) -> ExecutorResult:
+        started = time.perf_counter()
+        try:
+            return ExecutorResult({"v": max(input.values()) + 1})
+        finally:
+            TimedPython.seconds += time.perf_counter() - started
+            TimedPython.calls += 1

@@ -9,6 +9,7 @@ size) runs in a process of its own on a fresh database, killed after `--timeout`
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ NAME = "propagation"
 MODES = ("embedded", "workers")
 SIZES = (100, 1_000, 10_000)
 QUICK_SIZES = (100, 1_000)
+STEPS = ("full", "rerun", "stale")
 # Issue 8: per-task orchestration overhead in embedded mode under 2 ms.
 OVERHEAD_TARGET_MS = 2.0
 
@@ -37,7 +39,7 @@ def run(options: Any) -> dict[str, Any]:
         for mode in modes:
             for shape in shapes:
                 for size in sizes:
-                    rows.append(_measure(mode, shape, size, options))
+                    rows.append(measure(mode, shape, size, options))
     finally:
         if on_pg and not options.keep_databases:
             common.drop_pg_databases(f"flowplatform_bench_{NAME}", common.PG_TEMPLATE)
@@ -45,19 +47,35 @@ def run(options: Any) -> dict[str, Any]:
     return common.publish(NAME, info, target, rows, markdown, plot, options)
 
 
-def _measure(mode: str, shape: str, size: int, options: Any) -> dict[str, Any]:
-    label = f"{NAME}-{mode}-{shape}-{size}"
+def measure(
+    mode: str,
+    shape: str,
+    size: int,
+    options: Any,
+    *,
+    steps: Sequence[str] = STEPS,
+    label: str | None = None,
+    workers: int = 2,
+    task_type: str = common.BENCH_EXECUTOR,
+    database: str = f"flowplatform_bench_{NAME}",
+) -> dict[str, Any]:
+    """One (mode, shape, size) in a process of its own on a fresh database: the `steps` of
+    bench.child (full run, then (c), then (b)), with `workers` db_workers in workers mode, on
+    tasks of `task_type`. Also bench.peers' flowplatform side and bench.scaling's runs (on
+    their own PostgreSQL `database`)."""
+    label = label or f"{NAME}-{mode}-{shape}-{size}"
     if mode == "embedded":
         env = common.django_env(common.fresh_sqlite_database(label))
     else:
-        url = common.fresh_pg_database(f"flowplatform_bench_{NAME}")
+        url = common.fresh_pg_database(database)
         env = common.django_env(url, "database" if mode == "workers" else "immediate")
     spec = {
         "mode": mode,
         "shape": shape,
         "size": size,
-        "steps": ["full", "rerun", "stale"],
-        "workers": 2,
+        "steps": list(steps),
+        "workers": workers,
+        "task_type": task_type,
         "profile": str(common.WORK / "profiles" / f"{label}.html") if options.profile else None,
     }
     return common.run_child(spec, env, label, timeout=options.timeout)

@@ -36,6 +36,30 @@ def run_task_attempt(task_execution_id: str, organization_id: str | None = None)
     )
 
 
+@task()
+def run_pure_wave(flow_execution_id: str, attempt_ids: list[str], organization_id: str) -> None:
+    """Run queued attempts of pure task types of one flow execution, and the pure tasks they
+    make ready, in the scheduling loop (engine.waves)."""
+    from executions.engine import worker  # an edge calling up into the engine, as above
+
+    worker.run_wave(
+        uuid.UUID(flow_execution_id),
+        [uuid.UUID(a) for a in attempt_ids],
+        uuid.UUID(organization_id),
+    )
+
+
+def enqueue_wave_after_commit(
+    organization_id: uuid.UUID, flow_execution_id: uuid.UUID, attempt_ids: list[uuid.UUID]
+) -> None:
+    """One run_pure_wave job for these attempts once the current transaction commits."""
+    ids = [str(a) for a in attempt_ids]
+    transaction.on_commit(
+        lambda: run_pure_wave.enqueue(str(flow_execution_id), ids, str(organization_id)),
+        robust=True,
+    )
+
+
 def enqueue_after_commit(organization_id: uuid.UUID, attempt_ids: list[uuid.UUID]) -> None:
     """A job for each attempt once the current transaction commits (none if it rolls back).
     Robust hooks: one that fails (say the queue's insert) is logged and the others still run;
@@ -54,19 +78,27 @@ def uses_job_rows() -> bool:
     return settings.TASKS["default"]["BACKEND"].startswith("django_tasks_db.")
 
 
-def _running_jobs(limit: int | None = None, **conditions: Any) -> dict[Any, str | None]:
-    """django-tasks-db's RUNNING run_task_attempt jobs matching `conditions`: job id → the id
-    of the attempt it runs (its first argument)."""
+def _running_jobs(limit: int | None = None, **conditions: Any) -> dict[Any, list[str]]:
+    """django-tasks-db's RUNNING jobs of ours matching `conditions`: job id → the ids of the
+    attempts it runs (run_task_attempt's first argument, run_pure_wave's second)."""
     jobs = DBTaskResult.objects.filter(
-        status=TaskResultStatus.RUNNING, task_path=run_task_attempt.module_path, **conditions
-    ).values_list("id", "args_kwargs")
-    return {job_id: (args.get("args") or [None])[0] for job_id, args in jobs[:limit]}
+        status=TaskResultStatus.RUNNING,
+        task_path__in=[run_task_attempt.module_path, run_pure_wave.module_path],
+        **conditions,
+    ).values_list("id", "task_path", "args_kwargs")
+    running = {}
+    for job_id, path, arguments in jobs[:limit]:
+        args = arguments.get("args") or [None, []]
+        ids = args[1] if path == run_pure_wave.module_path else args[:1]
+        running[job_id] = [a for a in ids if a]
+    return running
 
 
 def requeue_stranded_jobs(limit: int = 1000) -> int:
     """django-tasks-db jobs a worker claimed but died before claiming their attempt (a window
-    of milliseconds; SIGKILL, a lost machine): RUNNING for longer than a lease while their
-    attempt is still queued. Nothing would ever run that attempt: the job goes back to READY
+    of milliseconds; SIGKILL, a lost machine), or in the middle of a wave (whose transaction
+    then rolled back): RUNNING for longer than a lease while an attempt of theirs is still
+    queued. Nothing would ever run that attempt: the job goes back to READY
     for another worker (running it twice is harmless: the attempt's claim is a
     compare-and-set). Returns how many."""
     if not uses_job_rows():
@@ -79,10 +111,11 @@ def requeue_stranded_jobs(limit: int = 1000) -> int:
         waiting = {
             str(pk)
             for pk in TaskExecution.objects.filter(
-                pk__any_of=[a for a in jobs.values() if a], status=TaskExecution.Status.QUEUED
+                pk__any_of=[a for ids in jobs.values() for a in ids],
+                status=TaskExecution.Status.QUEUED,
             ).values_list("pk", flat=True)
         }
-    stranded = [job_id for job_id, attempt_id in jobs.items() if attempt_id in waiting]
+    stranded = [job_id for job_id, ids in jobs.items() if waiting.intersection(ids)]
     if stranded:
         requeue(stranded)
         logger.warning("re-queued %d job(s) whose worker died before claiming", len(stranded))
@@ -110,7 +143,7 @@ def fail_lost_jobs(attempt_ids: list[uuid.UUID]) -> None:
     if not uses_job_rows():
         return
     ids = {str(a) for a in attempt_ids}
-    lost = [job_id for job_id, attempt_id in _running_jobs().items() if attempt_id in ids]
+    lost = [job_id for job_id, attempts in _running_jobs().items() if ids.intersection(attempts)]
     if lost:
         DBTaskResult.objects.filter(pk__in=lost, status=TaskResultStatus.RUNNING).update(
             status=TaskResultStatus.FAILED,

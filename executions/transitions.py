@@ -25,6 +25,7 @@ from django.db.models.functions import Now
 from django.utils import timezone
 
 from executions.models import FlowExecution, TaskExecution
+from flowplatform import bulksql
 from flowplatform.exceptions import InvalidInput, InvalidTransition
 from outputs.models import TaskOutput
 
@@ -72,6 +73,12 @@ GO_STALE = _move(
     "go_stale", CAN_GO_STALE, Status.STALE, "engine: a correction upstream or a re-execution"
 )
 CANCEL = _move("cancel", LIVE, Status.STALE, "engine: its flow execution was deleted")
+RUN_PURE = _move(
+    "run_pure", [NEW], Status.COMPLETED, "engine: a pure task run in the scheduling loop"
+)
+FAIL_PURE = _move(
+    "fail_pure", [NEW], Status.FAILED, "engine: a pure task failed in the scheduling loop"
+)
 HAND_BACK = _move(
     "hand_back",
     [Status.RUNNING],
@@ -89,6 +96,8 @@ ENGINE_MOVES = (
     REAP,
     GO_STALE,
     CANCEL,
+    RUN_PURE,
+    FAIL_PURE,
     HAND_BACK,
 )
 
@@ -199,7 +208,60 @@ def claim(attempt: TaskExecution, *, owner: str, expires: Expression, now: datet
     return bool(claimed)
 
 
+_CLAIMED_COLUMNS = "id status task_name task_execution_idx input started_by_correction_id".split()  # noqa: SIM905
+
+
+def claim_many(
+    attempt_ids: Iterable[uuid.UUID], *, owner: str, expires: datetime, now: datetime
+) -> list[TaskExecution]:
+    """CLAIM these attempts with this worker's lease, in one statement (UPDATE … RETURNING):
+    those that were still queued, which this transaction now holds, loaded with what running
+    them needs (task, idx, input, the correction that started them)."""
+    return bulksql.update_returning(
+        TaskExecution,
+        list(attempt_ids),
+        where={"status": list(CLAIM.sources)},
+        values={
+            "status": CLAIM.target,
+            "lease_owner": owner,
+            "lease_expires_at": expires,
+            "updated_at": now,
+        },
+        returning=_CLAIMED_COLUMNS,
+    )
+
+
+def ran_pure(attempt: TaskExecution, *, output: Any, error: Any, now: datetime) -> None:
+    """RUN_PURE (no error) or FAIL_PURE: an attempt the planner built (QUEUE, not saved yet)
+    ran in the scheduling loop; the caller bulk-creates it in this state."""
+    assert attempt._state.adding, attempt
+    assert attempt.status == QUEUE.target, attempt
+    attempt.status = RUN_PURE.target if error is None else FAIL_PURE.target
+    attempt.output, attempt.error = output, error
+    attempt.completed_at = now if error is None else None
+
+
 _LEASE_ENDED = {"lease_owner": "", "lease_expires_at": None}
+_OUTCOME = ("status", "output", "error", "completed_at")
+
+
+def record_claimed(
+    outcomes: Iterable[tuple[TaskExecution, Any, Any]], *, now: datetime
+) -> list[TaskExecution]:
+    """COMPLETE (no error) or FAIL each (attempt, output, error) this transaction claimed
+    (claim_many), their leases ending: one statement for all of them. The loaded attempts
+    follow."""
+    rows, values = [], []
+    for attempt, output, error in outcomes:
+        attempt.status = COMPLETE.target if error is None else FAIL.target
+        attempt.output, attempt.error = (output, None) if error is None else (None, error)
+        attempt.completed_at = now if error is None else None
+        attempt.updated_at = now
+        attempt.lease_owner, attempt.lease_expires_at = "", None
+        rows.append(attempt)
+        values.append({"id": attempt.pk, **{f: getattr(attempt, f) for f in _OUTCOME}})
+    bulksql.update_each(TaskExecution, values, same={"updated_at": now, **_LEASE_ENDED})
+    return rows
 
 
 def complete(attempt_id: uuid.UUID, *, output: Any, now: datetime) -> bool:
@@ -239,11 +301,16 @@ def hand_back(attempt_id: uuid.UUID, *, owner: str, now: datetime) -> bool:
     )
 
 
-def go_stale(attempt_ids: Iterable[uuid.UUID], **cause_fields: Any) -> int:
-    """GO_STALE for these attempts, with the columns of their stale cause. Set-based."""
-    return TaskExecution.objects.filter(
-        pk__any_of=list(attempt_ids), status__in=GO_STALE.sources
-    ).update(status=GO_STALE.target, **cause_fields)
+def go_stale(
+    attempt_ids: Iterable[uuid.UUID], *, history: str | None = None, **cause_fields: Any
+) -> int:
+    """GO_STALE for these attempts, with the columns of their stale cause. Set-based: one
+    statement, which with `history` (a reason) also records the moved attempts' history rows."""
+    from flowplatform.history import update_with_history  # a library: no cycle, any layer
+
+    rows = TaskExecution.objects.filter(pk__any_of=list(attempt_ids), status__in=GO_STALE.sources)
+    values = {"status": GO_STALE.target, **cause_fields}
+    return update_with_history(rows, values, reason=history) if history else rows.update(**values)
 
 
 def cancel(attempt_ids: Iterable[uuid.UUID], **cause_fields: Any) -> int:
@@ -315,8 +382,14 @@ def delete_output(task_output: TaskOutput, *, actor: str) -> bool:
     return _soft_delete(task_output, actor)
 
 
-def outputs_go_stale(output_ids: Iterable[Any], *, actor: str, now: datetime) -> int:
-    """OUTPUT_GO_STALE for these outputs. Set-based."""
-    return TaskOutput.objects.filter(
-        pk__any_of=list(output_ids), status__in=OUTPUT_GO_STALE.sources
-    ).update(status=OUTPUT_GO_STALE.target, modified_by=actor, updated_at=now)
+def outputs_go_stale(
+    output_ids: Iterable[Any], *, actor: str, now: datetime, history: str | None = None
+) -> int:
+    """OUTPUT_GO_STALE for these outputs. Set-based: one statement, which with `history` (a
+    reason) also records the moved outputs' history rows."""
+    from flowplatform.history import update_with_history  # a library: no cycle, any layer
+
+    sources = OUTPUT_GO_STALE.sources
+    rows = TaskOutput.objects.filter(pk__any_of=list(output_ids), status__in=sources)
+    values = {"status": OUTPUT_GO_STALE.target, "modified_by": actor, "updated_at": now}
+    return update_with_history(rows, values, reason=history) if history else rows.update(**values)

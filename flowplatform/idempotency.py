@@ -178,6 +178,11 @@ class Replay(Exception):
         self.response = response
 
 
+def claims_key(request: Request) -> bool:
+    """Whether `request` claims an Idempotency-Key (a POST, PUT or PATCH with the header)."""
+    return request.method in IDEMPOTENT_METHODS and IDEMPOTENCY_HEADER in request.headers
+
+
 class IdempotentWritesMixin:
     """DRF view hooks for Idempotency-Key; TenantViewSet has them (they need request.auth)."""
 
@@ -189,9 +194,9 @@ class IdempotentWritesMixin:
         if method not in self.http_method_names or getattr(self, method, None) is None:
             return  # DRF answers 405 next: a method the path does not have claims no key
         self.check_request(request)
-        raw_key = request.headers.get(IDEMPOTENCY_HEADER)
-        if raw_key is None or request.method not in IDEMPOTENT_METHODS:
+        if not claims_key(request):
             return
+        raw_key = request.headers[IDEMPOTENCY_HEADER]
         claim = claim_key(request.auth.organization, validated_key(raw_key), request)
         if not claim.held:
             raise Replay(replay_response(claim.record))

@@ -9,6 +9,7 @@ fraction of the cost; on SQLite, `IN (SELECT value FROM json_each(%s))` with one
 from __future__ import annotations
 
 import json
+import uuid
 from typing import Any
 
 from django.core.exceptions import EmptyResultSet
@@ -39,6 +40,12 @@ class AnyOf(In):
             raise EmptyResultSet
         lhs, lhs_params = self.process_lhs(compiler, connection)
         db_type = field.db_type(connection)
+        if connection.vendor == "postgresql" and db_type == "uuid":
+            # As one array literal of bare hex: psycopg would dump and quote each UUID on its
+            # own, about 3 µs apiece (15 ms for the 5,000 ids of one stale marking).
+            hexes = (v.hex if isinstance(v, uuid.UUID) else str(v) for v in values)
+            literal = "{" + ",".join(hexes) + "}"
+            return f"{lhs} = ANY(%s::uuid[])", [*lhs_params, literal]
         if connection.vendor == "postgresql" and db_type is not None:
             return f"{lhs} = ANY(%s::{db_type}[])", [*lhs_params, values]
         condition = any_of_sql(lhs, values, connection.vendor)

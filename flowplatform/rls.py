@@ -10,13 +10,16 @@ roles"); `FORCE ROW LEVEL SECURITY` binds the owner too.
 The settings are transaction-local (`set_config(..., true)`), so they cannot leak to the next
 user of a pooled connection. Every entry point opens one:
 
-- `tenant_scope(org)`: API requests (flowplatform.api.views.TenantViewSet), jobs
-  (executions.jobs), a staff user's admin requests (`AdminScopeMiddleware`), and commands that
-  act for one organization;
+- `key_scope()` and `scope_to_api_key()`: an API request (flowplatform.api.views.TenantViewSet)
+  is one transaction whose first statement finds the API key presented and scopes the
+  transaction to the key's organization (the function `flowplatform_scope_to_api_key`, below);
+- `tenant_scope(org)`: jobs (executions.jobs), a staff user's admin requests
+  (`AdminScopeMiddleware`), commands that act for one organization, and an API request's
+  transaction when it runs again or after its Idempotency-Key claim;
 - `bypass(actor, reason)`: superusers in admin, maintenance commands and migrations; it is
   explicit and audited (a line on the `flowplatform.audit` logger);
-- `lookup()`: the two reads that decide the scope, before there is one (the API key being
-  presented, an admin user's memberships). Not logged, used for nothing else.
+- `lookup()`: ids the system reads across organizations (an admin user's memberships, the
+  jobs and the reaper's ids). Not logged, used for nothing else.
 
 On SQLite there is no row-level security: the scopes are plain transactions and the
 application's own filters are the only isolation.
@@ -45,6 +48,38 @@ POLICY_CONDITION = (
     "OR organization_id = ANY ((SELECT string_to_array("
     "current_setting('app.organization_id', true), ',')::uuid[])::uuid[])"
 )
+
+
+# The one statement that scopes an API request (`scope_to_api_key`). It runs as the caller (no
+# SECURITY DEFINER): the bypass is on for its read of the key by prefix, the only row it may
+# read before there is a scope, and off again before it returns; then the organization is that
+# of the key, or none when the key is unknown, its digest differs, or it is revoked or expired.
+# A row of tenancy_apikey comes back only in the first case.
+API_KEY_FUNCTION = "flowplatform_scope_to_api_key"
+API_KEY_FUNCTION_SQL = """
+CREATE OR REPLACE FUNCTION flowplatform_scope_to_api_key(key_prefix text, presented_hash text)
+RETURNS SETOF tenancy_apikey
+LANGUAGE plpgsql VOLATILE
+AS $$
+DECLARE
+    found tenancy_apikey;
+BEGIN
+    PERFORM set_config('app.rls_bypass', 'on', true);
+    SELECT * INTO found FROM tenancy_apikey WHERE prefix = key_prefix;
+    PERFORM set_config('app.rls_bypass', 'off', true);
+    IF found.id IS NULL
+        OR found.key_hash IS DISTINCT FROM presented_hash
+        OR found.revoked_at IS NOT NULL
+        OR found.expires_at <= statement_timestamp()
+    THEN
+        PERFORM set_config('app.organization_id', '', true);
+        RETURN;
+    END IF;
+    PERFORM set_config('app.organization_id', found.organization_id::text, true);
+    RETURN NEXT found;
+END
+$$
+"""
 
 
 def _org_value(organizations: Any) -> str:
@@ -121,9 +156,83 @@ def bypass(actor: str, reason: str, *, using: str = "default") -> Any:
     return _scope("", True, using)
 
 
+def key_scope(*, using: str = "default", read_only: bool = False) -> Any:
+    """An API request's transaction, opened before its organization is known: the API key it
+    presents decides it (`scope_to_api_key`, its first statement); until then no organization's
+    rows are visible. `read_only` on SQLite: no transaction at all (as `tenant_scope`)."""
+    if connections[using].vendor != "postgresql":
+        return nullcontext() if read_only else transaction.atomic(using=using)
+    return _key_scope(using)
+
+
+@contextmanager
+def _key_scope(using: str) -> Iterator[None]:
+    connection = connections[using]
+    outer = getattr(connection, "flowplatform_rls_scope", None)
+    nested = connection.in_atomic_block
+    with transaction.atomic(using=using):
+        previous = None
+        if nested:  # an outer transaction's settings would still apply: none until the key
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    "SELECT current_setting(%s, true), current_setting(%s, true), "
+                    "set_config(%s, '', true), set_config(%s, 'off', true)",
+                    [ORGANIZATION_SETTING, BYPASS_SETTING, ORGANIZATION_SETTING, BYPASS_SETTING],
+                )
+                previous = cursor.fetchone()[:2]
+        connection.flowplatform_rls_scope = None  # no scope until scope_to_api_key sets one
+        connection.flowplatform_key_scope = True
+        try:
+            yield
+        finally:
+            connection.flowplatform_key_scope = False
+            connection.flowplatform_rls_scope = outer if nested else None
+        if previous is not None and not connection.needs_rollback:
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    "SELECT set_config(%s, %s, true), set_config(%s, %s, true)",
+                    [ORGANIZATION_SETTING, previous[0] or "", BYPASS_SETTING, previous[1] or ""],
+                )
+
+
+def scope_to_api_key(model: Any, prefix: str, key_hash: str, *, using: str = "default") -> Any:
+    """The API key (`model`: tenancy's ApiKey) with `prefix` if its digest is `key_hash` and it
+    is neither revoked nor expired, with its organization; the transaction is then scoped to
+    that organization. None otherwise, and no organization is visible.
+
+    On PostgreSQL this is one statement, the first of the request's transaction (`key_scope`):
+    the function `flowplatform_scope_to_api_key` reads the key by its prefix with the bypass on
+    for that one read only, then sets the scope. Called outside a key scope, it opens one of
+    its own, as short as the read. On SQLite it is a plain read.
+    """
+    connection = connections[using]
+    keys = model.objects.using(using)
+    if connection.vendor != "postgresql":
+        return keys.select_related("organization").filter(prefix=prefix).first()
+    if not getattr(connection, "flowplatform_key_scope", False):
+        with _key_scope(using):
+            return scope_to_api_key(model, prefix, key_hash, using=using)
+    organization = model._meta.get_field("organization").related_model
+    fields = organization._meta.concrete_fields
+    quote = connection.ops.quote_name
+    columns = ", ".join(f"o.{quote(f.column)} AS {quote(f'org_{f.column}')}" for f in fields)
+    sql = (
+        f"SELECT k.*, {columns} FROM {API_KEY_FUNCTION}(%s, %s) AS k "  # noqa: S608 - names
+        f"JOIN {quote(organization._meta.db_table)} AS o ON o.id = k.organization_id"
+    )
+    found = next(iter(keys.raw(sql, [prefix, key_hash])), None)
+    if found is None:
+        return None
+    found.organization = organization.from_db(
+        using, [f.attname for f in fields], [getattr(found, f"org_{f.column}") for f in fields]
+    )
+    connection.flowplatform_rls_scope = (_org_value(found.organization_id), False)
+    return found
+
+
 def lookup(*, using: str = "default") -> Any:
-    """An unscoped transaction for reading what decides a scope (an API key by its prefix, an
-    admin user's memberships); not for anything else."""
+    """An unscoped transaction for reading what decides a scope (an admin user's memberships)
+    and the ids the system reads across organizations; not for anything else."""
     if connections[using].vendor != "postgresql":
         return nullcontext()
     return _scope("", True, using)
@@ -214,6 +323,21 @@ def enable_row_level_security(*tables: str) -> Any:
             schema_editor.execute(f"DROP POLICY IF EXISTS {POLICY_NAME} ON {name}")
             schema_editor.execute(f"ALTER TABLE {name} NO FORCE ROW LEVEL SECURITY")
             schema_editor.execute(f"ALTER TABLE {name} DISABLE ROW LEVEL SECURITY")
+
+    return migrations.RunPython(forwards, backwards, elidable=False)
+
+
+def create_api_key_function() -> Any:
+    """A migration operation: (re)create `flowplatform_scope_to_api_key` (PostgreSQL only)."""
+    from django.db import migrations
+
+    def forwards(apps: Any, schema_editor: Any) -> None:
+        if schema_editor.connection.vendor == "postgresql":
+            schema_editor.execute(API_KEY_FUNCTION_SQL, params=None)
+
+    def backwards(apps: Any, schema_editor: Any) -> None:
+        if schema_editor.connection.vendor == "postgresql":
+            schema_editor.execute(f"DROP FUNCTION IF EXISTS {API_KEY_FUNCTION}(text, text)")
 
     return migrations.RunPython(forwards, backwards, elidable=False)
 

@@ -266,6 +266,11 @@ if FLOWPLATFORM_HTTP_TIMEOUT_SECONDS > 60:
 # FLOWPLATFORM_REAP_INTERVAL_SECONDS, and `manage.py reap_expired`) fails an attempt whose lease
 # expired (its worker was lost) and retries it if retries remain. On SIGTERM a db_worker finishes
 # its current task, waiting at most FLOWPLATFORM_WORKER_SHUTDOWN_SECONDS.
+# Pure task types (transform, and executors that declare `pure = True`) run in waves: one job
+# runs the ready ones and those they make ready, at most FLOWPLATFORM_WAVE_TASKS per transaction
+# (executions.engine.waves), embedded or on a db_worker; off, every task is a job of its own.
+FLOWPLATFORM_INLINE_PURE_TASKS = env_bool("FLOWPLATFORM_INLINE_PURE_TASKS", True)
+FLOWPLATFORM_WAVE_TASKS = env_int("FLOWPLATFORM_WAVE_TASKS", 1000, minimum=1)
 FLOWPLATFORM_LEASE_SECONDS = env_float("FLOWPLATFORM_LEASE_SECONDS", 60.0, minimum=1.0)
 FLOWPLATFORM_REAP_INTERVAL_SECONDS = env_float(
     "FLOWPLATFORM_REAP_INTERVAL_SECONDS", 15.0, minimum=0.1

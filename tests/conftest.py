@@ -172,6 +172,13 @@ def strict_rls(db: None) -> Any:
 
 
 @pytest.fixture
+def jobs_per_attempt(settings: Any) -> None:
+    """Every task a job of its own, pure ones too (FLOWPLATFORM_INLINE_PURE_TASKS off): for
+    tests of the worker's path, the one impure tasks and every db_worker always take."""
+    settings.FLOWPLATFORM_INLINE_PURE_TASKS = False
+
+
+@pytest.fixture
 def tenant(db: None) -> Tenant:
     return Tenant("acme")
 

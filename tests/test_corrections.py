@@ -8,14 +8,16 @@ import uuid
 from typing import Any
 
 import pytest
-from django.db import connection
+from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from executions.corrections.task_executions import correct_task_execution
+from executions.engine import staleness
 from executions.models import FlowExecution, TaskExecution
 from executions.selectors import freshness_violations, is_settled
+from flows.definitions import spec_for
 from flows.services import create_flow
 from outputs.models import TaskOutput
 from tests.helpers.callables import CALLS
@@ -286,6 +288,37 @@ def test_marking_stale_takes_the_same_number_of_queries_for_10_and_10000_tasks(t
         assert TaskExecution.objects.filter(flow_execution=fe, status="stale").count() == size - 1
         counts[size] = len(queries)
     assert counts[10] == counts[10_000]
+
+
+def test_marking_stale_is_six_statements_on_postgresql_for_10_and_2000_tasks(tenant):
+    """mark_stale with every record it keeps, at a number of statements written down here:
+    the latest attempts; their UPDATE with its history rows (one statement); the tasks'
+    outputs; their UPDATE with its history rows; the summary's counts (lock, patch). SQLite
+    has no data-modifying CTEs: each UPDATE and its history rows are two statements there."""
+    expected = 6 if connection.vendor == "postgresql" else 8
+    cause = staleness.upstream_rerun_cause(None, "t0")
+    for size in (10, 2_000):
+        fe, _ = chain_execution(tenant, size, outputs=True)
+        spec = spec_for(fe.flow_version)
+        dependents = spec.dag.descendants("t0")
+        with transaction.atomic():
+            fe = FlowExecution.objects.select_for_update().get(pk=fe.pk)
+            with CaptureQueriesContext(connection) as queries:
+                marked = staleness.mark_stale(fe, spec, dependents, actor="t", cause=cause)
+        assert len(queries) == expected, [q["sql"][:60] for q in queries]
+        assert marked.stale == [f"t{i}" for i in range(1, size)]
+        stale = TaskExecution.objects.filter(flow_execution=fe, status="stale")
+        assert set(stale.values_list("stale_reason", "stale_upstream_task", "stale_by")) == {
+            ("upstream_rerun", "t0", "t")
+        }
+        assert stale.count() == size - 1
+        reason = "stale: upstream_rerun of t0"
+        for model in (TaskExecution, TaskOutput):
+            assert model.objects.filter(flow_execution=fe, status="stale").count() == size - 1
+            recorded = model.history.filter(flow_execution_id=fe.pk, history_change_reason=reason)
+            assert recorded.filter(status="stale").count() == recorded.count() == size - 1
+        fe.refresh_from_db()
+        assert fe.task_outputs_summary["status_counts"] == {"completed": 1, "stale": size - 1}
 
 
 @st.composite

@@ -16,10 +16,10 @@ from typing import Any
 
 import pytest
 
+from executions import transitions
 from executions.engine import planning, publishing
 from executions.engine import status as flow_status
 from executions.models import Correction, FlowExecution, TaskExecution
-from flowplatform import history
 from outputs import summary
 from outputs.models import TaskOutput
 from tests.helpers.corrections import correction
@@ -129,8 +129,8 @@ CORRECTION_FAULTS = {
         "_mark_outputs_stale",
         True,
     ),
-    # in mark_stale, right after its first UPDATE
-    "mark_stale after its first update": (history, "record_history", "mark_stale", False),
+    # in mark_stale, right after its first UPDATE (the attempts, with their history rows)
+    "mark_stale after its first update": (transitions, "go_stale", "mark_stale", True),
     # the very end: the flow execution's status after everything else was written
     "status after propagation": (flow_status, "refresh_status", "propagate_new_output", True),
 }
@@ -218,6 +218,7 @@ def test_a_reexecution_that_fails_half_way_leaves_nothing_and_its_retry_works_on
 # A worker finishing an attempt: worker.run_attempt → worker.finish ---------------------------
 
 
+@pytest.mark.usefixtures("jobs_per_attempt")
 def test_a_worker_failing_after_publishing_the_output_records_the_attempt_failed(
     tenant, monkeypatch
 ):
@@ -239,6 +240,7 @@ def test_a_worker_failing_after_publishing_the_output_records_the_attempt_failed
     assert set(flow_execution.task_outputs_summary["tasks"]) == {"side"}
 
 
+@pytest.mark.usefixtures("jobs_per_attempt")
 def test_a_worker_failing_after_publishing_the_output_retries_and_publishes_once(
     tenant, monkeypatch
 ):
@@ -271,6 +273,7 @@ def fail_to_record_the_failure(tenant: Any, monkeypatch: pytest.MonkeyPatch) -> 
     return flow_execution
 
 
+@pytest.mark.usefixtures("jobs_per_attempt")
 def test_a_worker_that_cannot_even_record_the_failure_leaves_no_attempt_running(
     tenant, monkeypatch
 ):
@@ -282,6 +285,7 @@ def test_a_worker_that_cannot_even_record_the_failure_leaves_no_attempt_running(
     assert current_output(flow_execution, "extract") is None
 
 
+@pytest.mark.usefixtures("jobs_per_attempt")
 def test_a_worker_that_cannot_even_record_the_failure_does_not_leave_the_flow_running(
     tenant, monkeypatch
 ):

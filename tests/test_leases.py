@@ -27,7 +27,8 @@ from flows.services import create_flow
 from tests.helpers.callables import SEEN
 from tests.helpers.leases import run_python_task, stranded
 
-pytestmark = pytest.mark.django_db(transaction=True)
+# A worker's path: a job per attempt, the tasks here are transforms (see jobs_per_attempt).
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("jobs_per_attempt")]
 
 
 @pytest.fixture(autouse=True)

@@ -213,6 +213,7 @@ def inject(where: str, faults: Faults, monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize("where", ["handler", "commit"])
+@pytest.mark.usefixtures("jobs_per_attempt")  # it counts one job per new attempt
 def test_a_correction_whose_transaction_deadlocks_is_run_again_and_applied_once(
     tenant: Tenant, jobs: Counted, monkeypatch: pytest.MonkeyPatch, caplog: Any, where: str
 ) -> None:

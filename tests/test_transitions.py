@@ -51,6 +51,8 @@ ENGINE = {
     "reap": ({S.RUNNING}, S.FAILED),
     "go_stale": ({S.QUEUED, S.RUNNING, S.COMPLETED, S.FAILED}, S.STALE),
     "cancel": ({S.QUEUED, S.RUNNING}, S.STALE),
+    "run_pure": ({NEW}, S.COMPLETED),
+    "fail_pure": ({NEW}, S.FAILED),
     "hand_back": ({S.RUNNING}, S.QUEUED),
 }
 
@@ -321,6 +323,9 @@ def test_every_write_site_uses_a_declared_move() -> None:
         "move_by_person": "person",
         "delete_attempt": "person",
         "claim": "claim",
+        "claim_many": "claim",
+        "ran_pure": "run_pure or fail_pure",
+        "record_claimed": "complete or fail",
         "complete": "complete",
         "fail": "fail",
         "reap": "reap",

@@ -9,6 +9,7 @@ import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from django.conf import settings
 from django.utils import timezone
 
 from executions import jobs, selectors, transitions
@@ -17,6 +18,7 @@ from executions.engine.cutoff import Reusable
 from executions.executors import get_executor
 from executions.models import FlowExecution, TaskExecution
 from executions.selectors import Attempt
+from flowplatform import bulksql
 from flows.definitions import FlowSpec
 from flows.expressions import ExpressionError
 
@@ -134,8 +136,16 @@ class Planner:
         )
 
     def run(self, candidates: set[str]) -> list[TaskExecution]:
+        """Plan (`plan`) and save (`save`) the attempts of the ready `candidates`."""
+        created, reused = self.plan(candidates)
+        self.save(created, reused)
+        return created
+
+    def plan(self, candidates: set[str]) -> tuple[list[TaskExecution], list[TaskExecution]]:
+        """The attempts the ready `candidates` get, unsaved, in dependency order (with the
+        dependents a reused result makes ready in turn), and which of them are reused."""
         if not candidates:
-            return []
+            return [], []
         self.load(candidates)
         rank = self.spec.dag.rank
         heap = [(rank(t), t) for t in candidates]
@@ -166,14 +176,17 @@ class Planner:
                     queued.add(child)
                     # Topological rank keeps parents before children across the whole pass.
                     heapq.heappush(heap, (rank(child), child))
-        TaskExecution.objects.bulk_create(created)
+        return created, reused
+
+    def save(self, created: list[TaskExecution], reused: list[TaskExecution]) -> None:
+        """Insert the planned attempts, republish the reused results, and enqueue the queued
+        attempts' jobs after commit (`enqueue`)."""
+        if not created:
+            return
+        bulksql.insert_many(created, now=timezone.now())
         if reused:
             publishing.republish_reused(self.flow_execution, reused, self.reusable)
-        jobs.enqueue_after_commit(
-            self.flow_execution.organization_id,
-            [a.id for a in created if a.status == Status.QUEUED],
-        )
-        return created
+        enqueue(self.flow_execution, self.spec, [a for a in created if a.status == Status.QUEUED])
 
     def attempt(self, task: str, now: Any) -> TaskExecution:
         """The task's next attempt: its input resolved now; reused (early cutoff), waiting for
@@ -233,8 +246,28 @@ def retry(
         started_by_correction_id=failed.started_by_correction_id,
     )
     attempt.save(force_insert=True)
-    jobs.enqueue_after_commit(flow_execution.organization_id, [attempt.id])
+    enqueue(flow_execution, spec, [attempt])
     return attempt
+
+
+def runs_inline(spec: FlowSpec, task: str) -> bool:
+    """Does `task` run in a wave (engine.waves: many pure tasks per job and per transaction)
+    instead of as a job of its own? When its type is pure (side-effect free), unless
+    FLOWPLATFORM_INLINE_PURE_TASKS is off."""
+    return settings.FLOWPLATFORM_INLINE_PURE_TASKS and get_executor(spec.tasks[task].type).pure
+
+
+def enqueue(flow_execution: FlowExecution, spec: FlowSpec, queued: list[TaskExecution]) -> None:
+    """After commit: one wave (engine.waves) for the queued attempts that run inline, one job
+    each for the others."""
+    inline = [a.id for a in queued if runs_inline(spec, a.task_name)]
+    if inline:
+        jobs.enqueue_wave_after_commit(flow_execution.organization_id, flow_execution.pk, inline)
+    if len(inline) < len(queued):
+        taken = set(inline)
+        jobs.enqueue_after_commit(
+            flow_execution.organization_id, [a.id for a in queued if a.id not in taken]
+        )
 
 
 _LIVE_SAMPLE = 64

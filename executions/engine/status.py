@@ -71,6 +71,29 @@ def refresh_status(flow_execution: FlowExecution, spec: FlowSpec, *, live: bool 
     return status
 
 
+def refresh_status_from(
+    flow_execution: FlowExecution, spec: FlowSpec, latest: Mapping[str, str]
+) -> str:
+    """refresh_status for a caller that knows every task's latest attempt's status (`latest`,
+    under the flow execution's lock: engine.waves): no query unless the status changes."""
+    current = flow_execution.status
+    if current == FlowStatus.DELETED:
+        return current
+    if any(s in transitions.LIVE for s in latest.values()):
+        if current == FlowStatus.IN_PROGRESS:
+            return current
+        human = {n for n, t in spec.tasks.items() if get_executor(t.type).waits_for_person}
+        progressed = any(
+            s == Status.COMPLETED or (s == Status.RUNNING and n in human) for n, s in latest.items()
+        )
+        status = FlowStatus.IN_PROGRESS if progressed else FlowStatus.RUNNING
+    else:
+        status = settled_status(spec, latest, current)
+    if status != current:
+        transitions.derive_flow(flow_execution, status)
+    return status
+
+
 def _awaits_person(flow_execution: FlowExecution, spec: FlowSpec) -> bool:
     human = [name for name, task in spec.tasks.items() if get_executor(task.type).waits_for_person]
     return bool(human) and (

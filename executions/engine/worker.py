@@ -9,18 +9,18 @@ between them, outside any transaction, while the heartbeat renews the lease
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import uuid
 from dataclasses import dataclass
 
+from django.conf import settings
 from django.db import InterfaceError, OperationalError, transaction
 from django.utils import timezone
 
 from executions import jobs, leases, locking, selectors, transitions
-from executions.engine import planning, publishing, staleness, status
-from executions.executors import ExecutorResult, TaskFailed, get_executor
+from executions.engine import planning, publishing, running, staleness, status, waves
+from executions.executors import ExecutorResult
 from executions.models import FlowExecution, TaskExecution
 from flowplatform import dbretry, rls
 from flows.definitions import FlowSpec, cached_spec, spec_for
@@ -75,36 +75,39 @@ def run_attempt(attempt_id: uuid.UUID, organization_id: uuid.UUID | None = None)
         if claim_sent:  # it may have committed: nobody would run the attempt then
             outcomes.doubt_claim(attempt_id, organization_id, owner)
         raise
-    result, error = None, None
-    try:
-        if spec is None:
-            raise spec_error
-        task = spec.tasks[attempt.task_name]
-        executor = get_executor(task.type)
-        with leases.heartbeat.hold(attempt.pk, organization_id, owner):
-            ran = executor.run(attempt.input, task.config)
-        output = json.loads(json.dumps(ran.output))
-        summary = ran.summary
-        if summary is None:
-            summary = executor.summarize(output, task.config)
-        result = ExecutorResult(output, summary)
-    except TaskFailed as exc:
-        error = failure(exc.error_type, str(exc))
-    except leases.WorkerStopped as exc:  # the worker is stopping: another one retries it
-        error = failure("WorkerStopped", str(exc))
-    except Exception as exc:
-        if not isinstance(exc, TypeError | ValueError):
-            logger.exception("task %s attempt %s raised", attempt.task_name, attempt_id)
-        error = failure(type(exc).__name__, str(exc))
+    hold = leases.heartbeat.hold(attempt.pk, organization_id, owner)
+    result, error = running.execute(spec_error if spec is None else spec, attempt, hold=hold)
     record(attempt, owner, result, error)
 
 
 DATABASE_UNAVAILABLE = (OperationalError, InterfaceError)
 
 
-def failure(error_type: str, message: str) -> dict[str, str]:
-    """An attempt's `error`: the type, and a message the database can store."""
-    return {"type": error_type, "message": message.replace("\x00", "\\0")[:10_000]}
+def run_wave(
+    flow_execution_id: uuid.UUID, attempt_ids: list[uuid.UUID], organization_id: uuid.UUID
+) -> None:
+    """Run queued attempts of pure tasks of one flow execution, and the pure tasks they make
+    ready, as one group of waves (engine.waves) in one transaction scoped to the organization.
+
+    A group that cannot be written for another reason than the database being away (a bug,
+    an output the database refuses) has rolled back whole: its attempts are still queued, and
+    run one by one as jobs do (run_attempt), so each outcome is recorded on its own attempt.
+    """
+    record_held()  # what an earlier outage left to record comes first
+    try:
+        with rls.tenant_scope(organization_id):
+            waves.Group(flow_execution_id, settings.FLOWPLATFORM_WAVE_TASKS).run(attempt_ids)
+    except DATABASE_UNAVAILABLE:
+        raise
+    except Exception:
+        logger.exception(
+            "a wave of %d attempt(s) of flow execution %s could not be recorded; "
+            "running them one by one",
+            len(attempt_ids),
+            flow_execution_id,
+        )
+        for attempt_id in attempt_ids:
+            run_attempt(attempt_id, organization_id)
 
 
 def record(
@@ -139,7 +142,7 @@ def _write(item: Held) -> None:
             raise
         except Exception as exc:
             logger.exception("recording attempt %s failed", item.attempt.pk)
-            item.result, item.error = None, failure(type(exc).__name__, str(exc))
+            item.result, item.error = None, running.failure(type(exc).__name__, str(exc))
     record_failure(item.attempt, item.error)
 
 

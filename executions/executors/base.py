@@ -26,6 +26,10 @@ class Executor:
     name: ClassVar[str]
     # A human task is not run by a worker; it waits until a person completes it.
     waits_for_person: ClassVar[bool] = False
+    # Side-effect free: the output depends only on the input and config, and running it
+    # touches nothing else (no network, files, or database). The engine may then run it in
+    # its scheduling loop, many per transaction (engine.waves), instead of as a job each.
+    pure: ClassVar[bool] = False
     config_keys: ClassVar[frozenset[str]] = frozenset()
     required_config_keys: ClassVar[frozenset[str]] = frozenset()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 
 import jmespath
@@ -17,6 +18,7 @@ class TransformExecutor(Executor):
     """Output = the resolved input, or `config.expression` (JMESPath) applied to it."""
 
     name = "transform"
+    pure = True
     config_keys = frozenset({"expression"})
 
     def check_config(self, config: dict[str, Any]) -> list[tuple[str, str]]:
@@ -34,9 +36,15 @@ class TransformExecutor(Executor):
         if "expression" not in config:
             return ExecutorResult(input)
         try:
-            return ExecutorResult(jmespath.search(str(config["expression"]), input))
+            return ExecutorResult(_compiled(str(config["expression"])).search(input))
         except JMESPathError as exc:
             raise TaskFailed(str(exc), "ExpressionError") from None
+
+
+@lru_cache(maxsize=4096)
+def _compiled(expression: str) -> Any:
+    """A transform's expression, compiled once per process (jmespath's own cache keeps 128)."""
+    return jmespath.compile(expression)
 
 
 def _callable_allowed(path: str) -> bool:

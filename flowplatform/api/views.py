@@ -20,9 +20,10 @@ from flowplatform import dbretry, rls
 from flowplatform.api.errors import RequestValidationError
 from flowplatform.api.serializers import correction_reason
 from flowplatform.exceptions import FLOW_EXECUTION_NOT_FOUND, NotFound
-from flowplatform.idempotency import IdempotentWritesMixin
+from flowplatform.idempotency import IdempotentWritesMixin, claims_key
 from flowplatform.tasks import jobs_run_here
-from flowplatform.tenancy.services import resolve_actor
+from flowplatform.tenancy.models import ApiKey, TenantOwned
+from flowplatform.tenancy.services import record_key_usage, resolve_actor
 
 logger = logging.getLogger(__name__)
 
@@ -37,17 +38,25 @@ class TenantViewSet(IdempotentWritesMixin, viewsets.GenericViewSet):
 
     not_found_message = "Not found."
     lookup_value_regex = "[^/]+"
+    api_key: ApiKey | None = None  # the request's key, once `initial` has authenticated it
+    _initialized = False  # `initial` ran: authentication, permissions, the Idempotency-Key
     _scoped = False  # the handler is running in a transaction of ours
     _committed = False
     _handler_done = False  # the handler returned: what failed after it was the commit
 
     def dispatch(self, request: Any, *args: Any, **kwargs: Any) -> Any:
-        """DRF's APIView.dispatch, with the handler in a transaction of its own (run_handler):
-        authentication and the Idempotency-Key claim happen once; the handler's transaction,
-        scoped to the caller's organization (row-level security, flowplatform.rls), is run
-        again from its start when PostgreSQL aborts it for a deadlock or a serialization
-        failure (flowplatform.dbretry; FLOWPLATFORM_DB_RETRIES times, then the 503). The
-        Idempotency-Key's response is stored once, after the transaction that did the work."""
+        """DRF's APIView.dispatch, with the request in one transaction (run_handler): its
+        first statement authenticates the API key and scopes the transaction to the key's
+        organization (row-level security, flowplatform.rls.key_scope); then the handler. A
+        request that claims an Idempotency-Key is authenticated and claims it first, each in a
+        short transaction of its own, so that the claim is committed before the work starts; one
+        without an Authorization header is refused before any transaction.
+
+        When PostgreSQL aborts the transaction for a deadlock or a serialization failure, it
+        runs again from its start, scoped to the organization already known
+        (flowplatform.dbretry; FLOWPLATFORM_DB_RETRIES times, then the 503): authentication
+        and the claim are not repeated. The Idempotency-Key's response is stored, and the
+        key's use recorded, after the transaction that did the work."""
         self.args = args
         self.kwargs = kwargs
         request = self.initialize_request(request, *args, **kwargs)
@@ -56,12 +65,12 @@ class TenantViewSet(IdempotentWritesMixin, viewsets.GenericViewSet):
         jobs_before = jobs_run_here()
         try:
             try:
-                self.initial(request, *args, **kwargs)  # authenticates, claims an Idempotency-Key
-                handler = self.http_method_not_allowed
-                if request.method.lower() in self.http_method_names:
-                    handler = getattr(self, request.method.lower(), handler)
+                if claims_key(request) or not request.META.get("HTTP_AUTHORIZATION"):
+                    # The claim commits before the work; without a key, the 401 needs no
+                    # database at all.
+                    self.initial(request, *args, **kwargs)
                 response = dbretry.retrying(
-                    lambda: self.run_handler(handler, request, *args, **kwargs),
+                    lambda: self.run_handler(request, *args, **kwargs),
                     what=f"{request.method} {request.path}",
                 )
             except Exception as exc:
@@ -94,7 +103,25 @@ class TenantViewSet(IdempotentWritesMixin, viewsets.GenericViewSet):
                 raise
             # The work committed: answer it. The key stays claimed (a retry is told so).
             logger.exception("storing the Idempotency-Key's answer failed after the commit")
+        self.record_key_usage(self.response)
         return self.response
+
+    def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
+        """Authentication (in the request's transaction: it scopes it), permissions, the
+        checks of the request and the Idempotency-Key claim; once per request."""
+        super().initial(request, *args, **kwargs)
+        self.api_key = request.auth
+        self._initialized = True
+
+    def record_key_usage(self, response: Any) -> None:
+        """The key's `last_used_at`, when it is due (tenancy.services.record_key_usage); not
+        after a server error, when the database may be what failed."""
+        if self.api_key is None or response.status_code >= 500:
+            return
+        try:
+            record_key_usage(self.api_key)
+        except DatabaseError:  # the answer stands; the next request records the use
+            logger.warning("recording the use of an API key failed", exc_info=True)
 
     def check_request(self, request: Request) -> None:
         """An empty query value (`?limit=`, `?ordering=`) is a 422 naming the parameter, never
@@ -110,22 +137,33 @@ class TenantViewSet(IdempotentWritesMixin, viewsets.GenericViewSet):
                 location="query",
             )
 
-    def run_handler(self, handler: Any, request: Request, *args: Any, **kwargs: Any) -> Any:
-        """One run of the handler in one transaction, rolled back if the answer is an error.
+    def run_handler(self, request: Request, *args: Any, **kwargs: Any) -> Any:
+        """One run of the request in one transaction, rolled back if the answer is an error.
 
+        Its first run authenticates in it (`initial`: the key scopes the transaction); a run
+        again, or one after an Idempotency-Key claim, is scoped to the key's organization.
         A deadlock or serialization failure is raised instead of answered, so that `dispatch`
         runs this again: the transaction was rolled back, and with it the jobs it would have
         enqueued on commit. Nothing raised here follows a commit (the jobs' on-commit hooks are
         robust: a failing job is logged), so a retry never repeats committed work. SQLite has
         no row-level security: a read there needs no transaction (nor its write lock).
         """
-        scope = rls.tenant_scope(self.organization, read_only=request.method in SAFE_METHODS)
+        read_only = request.method in SAFE_METHODS
+        if not self._initialized:
+            scope = rls.key_scope(read_only=read_only)
+        else:
+            scope = rls.tenant_scope(self.organization, read_only=read_only)
         self._handler_done = False
         with scope:
             self._scoped = not isinstance(scope, nullcontext)
             if self._scoped:  # the first hook after the commit: whatever fails later, it happened
                 transaction.on_commit(lambda: setattr(self, "_committed", True))
             try:
+                if not self._initialized:
+                    self.initial(request, *args, **kwargs)
+                handler = self.http_method_not_allowed
+                if request.method.lower() in self.http_method_names:
+                    handler = getattr(self, request.method.lower(), handler)
                 response = handler(request, *args, **kwargs)
             except Exception as exc:
                 if self._scoped and dbretry.is_retryable(exc):
@@ -174,6 +212,8 @@ class TenantViewSet(IdempotentWritesMixin, viewsets.GenericViewSet):
         obj = self.get_queryset().filter(pk=pk).first()
         if obj is None:
             raise NotFound(self.not_found_message)
+        if isinstance(obj, TenantOwned):
+            obj.organization = self.organization  # the caller's (the filter): no query to read it
         return obj
 
 

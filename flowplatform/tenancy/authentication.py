@@ -57,6 +57,11 @@ def describe_presented_key(raw_key: str) -> str:
 
 
 class ApiKeyAuthentication(authentication.BaseAuthentication):
+    """`Authorization: Bearer <key>`. In an API request (flowplatform.api.views.TenantViewSet)
+    the key is found by the first statement of the request's transaction, which also scopes
+    the transaction to the key's organization (authenticate_key); the view records the key's
+    use once the transaction is over."""
+
     keyword = "bearer"
 
     def authenticate(self, request: Request) -> tuple[ApiClient, ApiKey] | None:

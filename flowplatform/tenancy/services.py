@@ -14,6 +14,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 from django.utils.text import slugify
 
@@ -106,24 +107,40 @@ def revoke_api_key(api_key: ApiKey) -> ApiKey:
 
 
 def authenticate_key(raw_key: str) -> ApiKey | None:
-    """The active key matching `raw_key`, or None. One query; last_used_at written sparingly."""
+    """The active key matching `raw_key`, with its organization, or None.
+
+    On PostgreSQL one statement, which also scopes the current transaction (an API request's,
+    rls.key_scope) to the key's organization (rls.scope_to_api_key). Nothing is written: the
+    request records the key's use afterwards (`record_key_usage`).
+    """
     if not raw_key.startswith(KEY_PREFIX):
         return None
     prefix, _, secret = raw_key[len(KEY_PREFIX) :].partition("_")
     if not prefix or not secret:
         return None
-    with rls.lookup():  # no organization is known until the key is found
-        api_key = ApiKey.objects.select_related("organization").filter(prefix=prefix).first()
-        if api_key is None or not hmac.compare_digest(api_key.key_hash, hash_key(raw_key)):
-            return None
-        now = timezone.now()
-        if not api_key.is_active(now):
-            return None
-        resolution = timedelta(seconds=settings.FLOWPLATFORM_KEY_USAGE_RESOLUTION_SECONDS)
-        if api_key.last_used_at is None or now - api_key.last_used_at >= resolution:
-            ApiKey.objects.filter(pk=api_key.pk).update(last_used_at=now)
-            api_key.last_used_at = now
-    return api_key
+    digest = hash_key(raw_key)
+    api_key = rls.scope_to_api_key(ApiKey, prefix, digest)
+    # PostgreSQL's statement already refused a wrong digest or an inactive key; SQLite's read
+    # did not, and the rule is the same for both.
+    if api_key is None or not hmac.compare_digest(api_key.key_hash, digest):
+        return None
+    return api_key if api_key.is_active() else None
+
+
+def record_key_usage(api_key: ApiKey, now: datetime | None = None) -> None:
+    """Write `last_used_at` when the last write is FLOWPLATFORM_KEY_USAGE_RESOLUTION_SECONDS
+    old or more, so reads do not become writes: at most once per period, whatever the number
+    of processes. A transaction of its own, after the request's (so a request's answer never
+    waits for another's lock on the key's row, and a rolled-back answer still counts)."""
+    now = now or timezone.now()
+    due_before = now - timedelta(seconds=settings.FLOWPLATFORM_KEY_USAGE_RESOLUTION_SECONDS)
+    if api_key.last_used_at is not None and api_key.last_used_at > due_before:
+        return
+    with rls.tenant_scope(api_key.organization_id):
+        ApiKey.objects.filter(
+            Q(last_used_at__isnull=True) | Q(last_used_at__lte=due_before), pk=api_key.pk
+        ).update(last_used_at=now)
+    api_key.last_used_at = now
 
 
 def resolve_actor(api_key: ApiKey, supplied: str | None) -> str:

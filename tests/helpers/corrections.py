@@ -8,12 +8,15 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+from django.db import transaction
 from hypothesis import HealthCheck, settings
 
 from executions.models import FlowExecution, TaskExecution
 from executions.selectors import freshness_violations, is_settled
 from executions.services import create_flow_execution
 from flows.services import create_flow
+from outputs.models import TaskOutput
+from outputs.summary import recompute_task_outputs_summary
 from tests.helpers.flows import get_json, latest
 
 SHAPES: dict[str, dict[str, list[str]]] = {
@@ -119,8 +122,11 @@ def drive_corrections(
     return flow_execution
 
 
-def chain_execution(tenant: Any, size: int) -> tuple[FlowExecution, TaskExecution]:
-    """A chain t0 → … → t{size-1} whose attempts are written directly, all completed; and t0."""
+def chain_execution(
+    tenant: Any, size: int, *, outputs: bool = False
+) -> tuple[FlowExecution, TaskExecution]:
+    """A chain t0 → … → t{size-1} whose attempts are written directly, all completed; and t0.
+    `outputs`: each task's completed output too, and the summary they give."""
     tasks = [{"name": "t0", "type": "transform"}] + [
         {"name": f"t{i}", "type": "transform", "depends_on": [f"t{i - 1}"]} for i in range(1, size)
     ]
@@ -138,6 +144,21 @@ def chain_execution(tenant: Any, size: int) -> tuple[FlowExecution, TaskExecutio
         )
         for i in range(size)
     )
+    if outputs:
+        TaskOutput.objects.bulk_create(
+            TaskOutput(
+                organization=tenant.org,
+                flow_execution=fe,
+                task_name=f"t{i}",
+                output={"i": i},
+                summary={"i": i},
+                status="completed",
+                flow_version=1,
+            )
+            for i in range(size)
+        )
+        with transaction.atomic():
+            recompute_task_outputs_summary(fe.pk)
     return fe, TaskExecution.objects.get(flow_execution=fe, task_name="t0")
 
 
