@@ -64,9 +64,7 @@ def definition(shape: str, size: int, task_type: str = BENCH_EXECUTOR) -> dict[s
                 tasks.append(task(i, input=FLOW_INPUT))
                 continue
             a, b = ((layer - 1) * LAYER_WIDTH + (position + k) % LAYER_WIDTH for k in (0, 3))
-            tasks.append(
-                task(i, input={"a": _ref(f"t{a}"), "b": _ref(f"t{b}")}, config=MAX_OF_TWO)
-            )
+            tasks.append(task(i, input={"a": _ref(f"t{a}"), "b": _ref(f"t{b}")}, config=MAX_OF_TWO))
     else:
         raise ValueError(f"unknown shape {shape!r}; one of {', '.join(SHAPES)}")
     return {"name": f"bench-{shape}-{size}", "tasks": tasks}
