@@ -20,8 +20,10 @@ MODES = ("embedded", "workers")
 SIZES = (100, 1_000, 10_000)
 QUICK_SIZES = (100, 1_000)
 STEPS = ("full", "rerun", "stale")
-# Issue 8: per-task orchestration overhead in embedded mode under 2 ms.
-OVERHEAD_TARGET_MS = 2.0
+# Issue 16: per-task orchestration overhead in embedded mode at most 1 ms, at 1,000 tasks and up
+# (at 100 the request's own fixed cost, about 0.1 s, is spread over few tasks).
+OVERHEAD_TARGET_MS = 1.0
+TARGET_FROM_SIZE = 1000
 
 
 def run(options: Any) -> dict[str, Any]:
@@ -85,13 +87,15 @@ def _embedded_overheads(rows: list[dict[str, Any]]) -> list[float]:
     return [
         row["full"]["overhead_ms_per_task"]
         for row in rows
-        if row["mode"] == "embedded" and "overhead_ms_per_task" in row.get("full", {})
+        if row["mode"] == "embedded"
+        and row["size"] >= TARGET_FROM_SIZE
+        and "overhead_ms_per_task" in row.get("full", {})
     ]
 
 
 def _target_met(rows: list[dict[str, Any]]) -> bool | None:
     overheads = _embedded_overheads(rows)
-    return all(o < OVERHEAD_TARGET_MS for o in overheads) if overheads else None
+    return all(o <= OVERHEAD_TARGET_MS for o in overheads) if overheads else None
 
 
 def markdown(payload: dict[str, Any]) -> str:
@@ -101,8 +105,8 @@ def markdown(payload: dict[str, Any]) -> str:
         full, rerun, stale = row.get("full", {}), row.get("rerun", {}), row.get("stale", {})
         overhead = full.get("overhead_ms_per_task")
         verdict = ""
-        if row["mode"] == "embedded" and overhead is not None:
-            verdict = "met" if overhead < OVERHEAD_TARGET_MS else "missed"
+        if row["mode"] == "embedded" and overhead is not None and row["size"] >= TARGET_FROM_SIZE:
+            verdict = "met" if overhead <= OVERHEAD_TARGET_MS else "missed"
         table.append(
             [
                 row["mode"],
@@ -124,8 +128,8 @@ def markdown(payload: dict[str, Any]) -> str:
     overheads = _embedded_overheads(rows)
     met = payload["target"]["met"]
     summary = (
-        f"**Target**: per-task orchestration overhead in embedded mode < "
-        f"{OVERHEAD_TARGET_MS:g} ms — "
+        f"**Target**: per-task orchestration overhead in embedded mode ≤ "
+        f"{OVERHEAD_TARGET_MS:g} ms at {TARGET_FROM_SIZE:,} tasks and more — "
         + (
             "not measured"
             if met is None
@@ -134,7 +138,7 @@ def markdown(payload: dict[str, Any]) -> str:
     )
     headers = [
         "mode", "shape", "tasks", "(a) full run s", "(a) ms/task", "(a) overhead ms/task",
-        "< 2 ms", "(b) stale tasks", "(b) ms", "(b) queries", "(c) tasks re-run", "(c) s",
+        "≤ 1 ms", "(b) stale tasks", "(b) ms", "(b) queries", "(c) tasks re-run", "(c) s",
         "(c) ms/task", "status",
     ]  # fmt: skip
     return "\n".join(
@@ -181,7 +185,7 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
         ]
         if rerun:
             axes[2].plot(*zip(*rerun, strict=True), style, label=label)
-    axes[0].axhline(OVERHEAD_TARGET_MS, color="red", linewidth=0.8, label="2 ms target")
+    axes[0].axhline(OVERHEAD_TARGET_MS, color="red", linewidth=0.8, label="1 ms target")
     titles = [
         ("(a) full run: ms per task", "tasks", "ms / task"),
         ("(b) correction, execute_flow=false", "stale tasks", "ms"),
