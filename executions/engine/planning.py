@@ -236,7 +236,15 @@ def retry(
         return None  # a newer attempt exists: this failure is history, not the task's state
     if failures_in_a_row([s for s, _ in statuses]) > spec.tasks[failed.task_name].retries:
         return None
-    attempt = transitions.new_attempt(
+    attempt = next_try(flow_execution, failed)
+    attempt.save(force_insert=True)
+    enqueue(flow_execution, spec, [attempt])
+    return attempt
+
+
+def next_try(flow_execution: FlowExecution, failed: TaskExecution) -> TaskExecution:
+    """A failed attempt's retry, unsaved: idx + 1, the same input, queued."""
+    return transitions.new_attempt(
         transitions.QUEUE,
         organization_id=flow_execution.organization_id,
         flow_execution=flow_execution,
@@ -245,9 +253,6 @@ def retry(
         input=failed.input,
         started_by_correction_id=failed.started_by_correction_id,
     )
-    attempt.save(force_insert=True)
-    enqueue(flow_execution, spec, [attempt])
-    return attempt
 
 
 def runs_inline(spec: FlowSpec, task: str) -> bool:

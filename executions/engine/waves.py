@@ -129,15 +129,7 @@ class Group:
             )
         for correction_id, children in by_correction.items():
             planner.correction_id = correction_id
-            created, reused = planner.plan(children)
-            self.reused += reused
-            for attempt in created:
-                if attempt.status == Status.QUEUED and planning.runs_inline(
-                    self.spec, attempt.task_name
-                ):
-                    following.append(attempt)
-                else:
-                    self.created.append(attempt)
+            following += self._take(*planner.plan(children))
         following.sort(key=lambda a: self.spec.dag.rank(a.task_name))
         return following
 
@@ -170,13 +162,23 @@ class Group:
         following = []
         for attempt in completed:
             self.planner.correction_id = attempt.started_by_correction_id
-            created, reused = self.planner.plan(set(self.spec.dag.downstream[attempt.task_name]))
-            self.reused += reused
-            for new in created:
-                if new.status == Status.QUEUED and planning.runs_inline(self.spec, new.task_name):
-                    following.append(new)
-                else:
-                    self.created.append(new)
+            following += self._take(
+                *self.planner.plan(set(self.spec.dag.downstream[attempt.task_name]))
+            )
+        return following
+
+    def _take(
+        self, created: list[TaskExecution], reused: list[TaskExecution]
+    ) -> list[TaskExecution]:
+        """Keep what a planning pass created: the queued pure attempts are returned, to run in
+        the next wave; the others are written with the group."""
+        self.reused += reused
+        following = []
+        for attempt in created:
+            inline = attempt.status == Status.QUEUED and planning.runs_inline(
+                self.spec, attempt.task_name
+            )
+            (following if inline else self.created).append(attempt)
         return following
 
     def _retry(self, failed: TaskExecution) -> TaskExecution | None:
@@ -192,15 +194,7 @@ class Group:
         self.history[name].insert(0, Status.FAILED)
         if planning.failures_in_a_row(self.history[name]) > self.spec.tasks[name].retries:
             return None
-        return transitions.new_attempt(
-            transitions.QUEUE,
-            organization_id=self.flow_execution.organization_id,
-            flow_execution=self.flow_execution,
-            task_name=name,
-            task_execution_idx=failed.task_execution_idx + 1,
-            input=failed.input,
-            started_by_correction_id=failed.started_by_correction_id,
-        )
+        return planning.next_try(self.flow_execution, failed)
 
     def _write_rows(self) -> None:
         """The group's attempts, outcomes and outputs so far: a few statements in all."""
