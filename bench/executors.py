@@ -43,3 +43,33 @@ class TimedPython(Executor):
         finally:
             TimedPython.seconds += time.perf_counter() - started
             TimedPython.calls += 1
+
+
+# `python` callables for bench.loops' impure loops (FLOWPLATFORM_PYTHON_CALLABLES allows
+# bench.executors in bench.loops' child processes): the product's own `python` task type, not
+# pure, so each iteration is a job of its own. The same work as the pure flow's transforms.
+
+
+class LoopCallables:
+    seconds: ClassVar[float] = 0.0  # inside the callables, in this process
+    calls: ClassVar[int] = 0
+
+
+def loop_extract(input: dict[str, Any]) -> dict[str, Any]:
+    """One item: `{"n": the item, "i": its index}` (the pure flow's extract is the identity)."""
+    started = time.perf_counter()
+    try:
+        return {"n": input["n"], "i": input["i"]}
+    finally:
+        LoopCallables.seconds += time.perf_counter() - started
+        LoopCallables.calls += 1
+
+
+def loop_classify(input: dict[str, Any]) -> dict[str, Any]:
+    """One extracted item: `{"n": n, "kind": "big" if n > 500 else "small"}`."""
+    started = time.perf_counter()
+    try:
+        return {"n": input["n"], "kind": "big" if input["n"] > 500 else "small"}
+    finally:
+        LoopCallables.seconds += time.perf_counter() - started
+        LoopCallables.calls += 1

@@ -33,3 +33,21 @@ def total(input: dict[str, Any]) -> ExecutorResult:
     return ExecutorResult(
         {"total": sum(values), "count": len(values)}, summary={"total": sum(values)}
     )
+
+
+def split(input: dict[str, Any]) -> dict[str, Any]:
+    """A document as its list of pages (examples/document-pages.yaml): `pages` is a list of page
+    texts, or `text` holds them separated by form feeds (\\f)."""
+    document = input.get("document")
+    document = document if isinstance(document, dict) else {"text": str(document or "")}
+    pages = document.get("pages")
+    if not isinstance(pages, list):
+        pages = str(document.get("text", "")).split("\f")
+    return {"title": str(document.get("title", "")), "pages": [str(page) for page in pages]}
+
+
+def extract_page(input: dict[str, Any]) -> dict[str, Any]:
+    """One page of a split document: its number (the for_each item's index), its word count
+    and its text."""
+    text = str(input.get("text", "")).strip()
+    return {"page": input.get("page"), "words": len(text.split()), "text": text}

@@ -9,11 +9,13 @@ source `admin`).
 from __future__ import annotations
 
 import json
+import re
 from datetime import datetime
 from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin.options import IncorrectLookupParameters
 from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
@@ -24,7 +26,7 @@ from simple_history.admin import SimpleHistoryAdmin
 
 from executions import selectors, services, transitions
 from executions.corrections import task_executions
-from executions.dag_svg import render_dag_svg
+from executions.dag_svg import iteration_line, render_dag_svg
 from executions.engine import staleness
 from executions.executors import get_executor
 from executions.models import Correction, FlowExecution, TaskExecution
@@ -44,9 +46,12 @@ def task_execution_url(pk: Any) -> str:
     return reverse("admin:executions_taskexecution_change", args=[pk])
 
 
+NAMING = ["task_name", "task_execution_idx", "iteration"]  # what names an attempt in a list
+
+
 class TaskExecutionInline(admin.TabularInline):
     model = TaskExecution
-    fields = ["task_name", "task_execution_idx", "status", "modified_by", "updated_at"]
+    fields = [*NAMING, "status", "modified_by", "updated_at"]
     readonly_fields = fields
     ordering = ["task_name", "task_execution_idx"]
     extra = 0
@@ -85,6 +90,7 @@ class FlowExecutionAdmin(TenantAdmin):
                 spec,
                 {name: a.status for name, a in latest.items()},
                 lambda task: task_execution_url(latest[task].id) if task in latest else None,
+                {name: iteration_line(a.members) for name, a in latest.items() if a.members},
             )
             + "</div>"
         )
@@ -209,12 +215,36 @@ class TaskExecutionCorrectionForm(forms.ModelForm):
         }
 
 
+class IterationFilter(admin.SimpleListFilter):
+    """Attempts with or without an iteration, or of one iteration (?iteration=N, below 10**9)."""
+
+    title = parameter_name = "iteration"
+    number = re.compile("0|[1-9][0-9]{0,8}")
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        value = self.value() or ""
+        exact = [(value, f"Iteration {value}")] if self.number.fullmatch(value) else []
+        return [("any", "Has an iteration"), ("none", "No iteration"), *exact]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        value = self.value()
+        if value in ("any", "none"):
+            return queryset.filter(iteration__isnull=value == "none")
+        if value is not None and not self.number.fullmatch(value):
+            raise IncorrectLookupParameters(f"iteration: {value!r} is not an iteration")
+        return queryset if value is None else queryset.filter(iteration=int(value))
+
+
+def _of_iteration(number: int | None) -> str:
+    return "" if number is None else f" (iteration {number})"
+
+
 @admin.register(TaskExecution)
 class TaskExecutionAdmin(ScopedHistoryMixin, SimpleHistoryAdmin, TenantAdmin):
     editable = True
     form = TaskExecutionCorrectionForm
-    list_display = ["task_name", "task_execution_idx", "status", "flow_execution", "modified_by"]
-    list_filter = ["status", ("organization", ScopedOrganizationFilter)]
+    list_display = [*NAMING, "status", "flow_execution", "modified_by"]
+    list_filter = ["status", IterationFilter, ("organization", ScopedOrganizationFilter)]
     list_select_related = ["flow_execution__flow"]
     search_fields = ["task_name"]
     readonly_fields = [
@@ -223,8 +253,7 @@ class TaskExecutionAdmin(ScopedHistoryMixin, SimpleHistoryAdmin, TenantAdmin):
         "id",
         "organization",
         "flow_execution",
-        "task_name",
-        "task_execution_idx",
+        *NAMING,
         "input",
         "reused_from",
         "modified_by",
@@ -232,7 +261,7 @@ class TaskExecutionAdmin(ScopedHistoryMixin, SimpleHistoryAdmin, TenantAdmin):
         "updated_at",
     ]
     fieldsets = [
-        (None, {"fields": ["flow_execution", "task_name", "task_execution_idx", "input"]}),
+        (None, {"fields": ["flow_execution", *NAMING, "input"]}),
         (
             "Correction",
             {"fields": ["status", "output", "error", "execute_flow", "reason", "lock"]},
@@ -292,10 +321,11 @@ class TaskExecutionAdmin(ScopedHistoryMixin, SimpleHistoryAdmin, TenantAdmin):
         if obj.status != TaskExecution.Status.STALE or not obj.stale_reason:
             return "-"
         return format_html(
-            "{} — {} {} by {} at {}",
+            "{} — {} {}{} by {} at {}",
             obj.stale_reason,
             "correction of" if obj.stale_correction_id else "upstream",
             obj.stale_upstream_task or "-",
+            _of_iteration(obj.stale_upstream_iteration),
             obj.stale_by,
             obj.stale_at,
         )
@@ -325,7 +355,8 @@ class TaskExecutionAdmin(ScopedHistoryMixin, SimpleHistoryAdmin, TenantAdmin):
         result = request._correction_result
         self.message_user(
             request,
-            f"Corrected {obj.task_name}: {len(result.stale_tasks)} task(s) marked stale"
+            f"Corrected {obj.task_name}{_of_iteration(obj.iteration)}: "
+            f"{len(result.stale_tasks)} task(s) marked stale"
             + (f" ({', '.join(result.stale_tasks)})" if result.stale_tasks else "")
             + (
                 f"; started {', '.join(a.task_name for a in result.started)}"
@@ -349,6 +380,7 @@ class CorrectionAdmin(ReadOnlyModelAdmin):
     list_display = [
         "created_at",
         "task_name",
+        "iteration",
         "operation",
         "source",
         "modified_by",

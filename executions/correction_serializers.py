@@ -22,6 +22,7 @@ class StartedAttemptSerializer(serializers.Serializer):
     id = UUIDField()
     task_name = serializers.CharField()
     task_execution_idx = serializers.IntegerField()
+    iteration = serializers.IntegerField(allow_null=True)
     reused_from = UUIDField(allow_null=True)
 
 
@@ -68,6 +69,11 @@ class CorrectionSerializer(serializers.ModelSerializer):
         read_only=True,
         help_text="The tasks it made stale, in dependency order.",
     )
+    stale_iterations = serializers.DictField(
+        child=serializers.ListField(child=serializers.IntegerField()),
+        read_only=True,
+        help_text="Of the looped tasks it made stale, the iterations: task name → iterations.",
+    )
     execute_flow = serializers.BooleanField(
         read_only=True, help_text="Whether it re-executed the stale tasks."
     )
@@ -83,6 +89,7 @@ class CorrectionSerializer(serializers.ModelSerializer):
             "organization_id",
             "flow_execution_id",
             "task_name",
+            "iteration",
             "task_execution_id",
             "task_output_id",
             "source",
@@ -92,6 +99,7 @@ class CorrectionSerializer(serializers.ModelSerializer):
             "before",
             "after",
             "stale_tasks",
+            "stale_iterations",
             "execute_flow",
             "started_attempts",
             "created_at",
@@ -105,6 +113,7 @@ class CorrectionSerializer(serializers.ModelSerializer):
                 "id": attempt.id,
                 "task_name": attempt.task_name,
                 "task_execution_idx": attempt.task_execution_idx,
+                "iteration": attempt.iteration,
                 "reused_from": attempt.reused_from_id,
             }
             for attempt in correction.started_attempts.all()

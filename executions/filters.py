@@ -23,6 +23,10 @@ class TaskExecutionFilterSet(SoftDeleteFilterSet):
     flow_execution_id = django_filters.UUIDFilter(help_text="Only attempts in this flow execution.")
     task_name = django_filters.CharFilter(help_text="Exact, case-sensitive task name.")
     task_execution_idx = IntegerFilter(help_text="Only attempts with this index.")
+    iteration = IntegerFilter(
+        help_text="Only attempts of this iteration of a looped task (the item's index, or the "
+        "until loop's round)."
+    )
     status = StatusFilter(choices=TaskExecution.Status.choices)
     stale_correction_id = django_filters.UUIDFilter(
         help_text="Only attempts this correction made stale (their stale_cause names it)."
@@ -31,7 +35,7 @@ class TaskExecutionFilterSet(SoftDeleteFilterSet):
         help_text="Only attempts this correction's re-execution created."
     )
     ordering = ordering_filter(
-        "created_at", "updated_at", "task_name", "task_execution_idx", "status"
+        "created_at", "updated_at", "task_name", "task_execution_idx", "iteration", "status"
     )
 
     class Meta:

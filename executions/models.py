@@ -39,6 +39,10 @@ class StaleReason(models.TextChoices):
     UPSTREAM_RERUN = "upstream_rerun", "An upstream task ran again outside a correction"
     REEXECUTION = "reexecution", "The whole flow execution was re-executed"
     FLOW_EXECUTION_DELETED = "flow_execution_deleted", "The flow execution was deleted"
+    ITERATION_REMOVED = (
+        "iteration_removed",
+        "Its item left the for_each list, or its until loop ended before it",
+    )
 
 
 class FlowExecution(TenantOwned):
@@ -116,6 +120,13 @@ class TaskExecution(TenantOwned):
         help_text="Zero-based attempt index: 0 for the first run, +1 for every retry, "
         "re-execution or loop iteration of the same task.",
     )
+    iteration = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="Which iteration of a looped task this attempt is: the item's index in its "
+        "for_each list, or the round of its until loop (0, 1, 2, …); null for a task without "
+        "a loop. A retry of an iteration keeps its iteration.",
+    )
     status = models.CharField(
         max_length=16,
         choices=Status.choices,
@@ -154,6 +165,12 @@ class TaskExecution(TenantOwned):
         default="",
         help_text="The corrected task through which staleness reached this attempt: its nearest "
         "corrected ancestor (the task itself when it was corrected to stale).",
+    )
+    stale_upstream_iteration = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="The corrected iteration of that task, when the correction was of one "
+        "iteration of a looped task.",
     )
     stale_at = models.DateTimeField(null=True, blank=True)
     stale_by = models.CharField(max_length=200, blank=True, default="")
@@ -250,6 +267,9 @@ class Correction(TenantOwned):
         FlowExecution, on_delete=models.CASCADE, related_name="corrections"
     )
     task_name = models.CharField(max_length=200, help_text="The corrected task.")
+    iteration = models.PositiveIntegerField(
+        null=True, blank=True, help_text="The corrected iteration, for a looped task."
+    )
     task_execution = models.ForeignKey(
         TaskExecution,
         on_delete=models.SET_NULL,
@@ -274,6 +294,11 @@ class Correction(TenantOwned):
     after = models.JSONField(null=True, blank=True)
     stale_tasks = models.JSONField(
         default=list, blank=True, help_text="Tasks it made stale, in dependency order."
+    )
+    stale_iterations = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="Of the looped tasks it made stale, which iterations: task → iterations.",
     )
     execute_flow = models.BooleanField(default=False)
     created_at = models.DateTimeField(auto_now_add=True)

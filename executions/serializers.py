@@ -82,12 +82,19 @@ class StaleCauseSerializer(serializers.Serializer):
         help_text="The corrected task through which staleness reached this attempt: its nearest "
         "corrected ancestor (this task itself when a person marked it stale).",
     )
+    upstream_iteration = serializers.IntegerField(
+        allow_null=True,
+        help_text="The corrected iteration of that task, when one iteration of a looped task "
+        "was corrected; null otherwise.",
+    )
     at = serializers.DateTimeField(help_text="When the attempt went stale.")
     by = serializers.CharField(help_text="Who made it stale (the correction's actor).")
     reason = serializers.ChoiceField(
         choices=StaleReason.choices,
         help_text="correction; upstream_rerun (an upstream task ran again outside a "
-        "correction); reexecution (the whole flow was re-executed); flow_execution_deleted.",
+        "correction); reexecution (the whole flow was re-executed); flow_execution_deleted; "
+        "iteration_removed (its item left the for_each list, or its until loop ended before "
+        "it: the iteration is retired and counts for nothing).",
     )
 
 
@@ -120,6 +127,7 @@ class TaskExecutionSerializer(serializers.ModelSerializer):
             "organization_id",
             "task_name",
             "task_execution_idx",
+            "iteration",
             "status",
             "input",
             "output",
@@ -139,6 +147,7 @@ class TaskExecutionSerializer(serializers.ModelSerializer):
         return {
             "correction_id": attempt.stale_correction_id,
             "upstream_task": attempt.stale_upstream_task or None,
+            "upstream_iteration": attempt.stale_upstream_iteration,
             "at": attempt.stale_at,
             "by": attempt.stale_by,
             "reason": attempt.stale_reason,
@@ -165,12 +174,15 @@ class _TaskExecutionWriteFields(StrictSerializer):
     created_at = server_set_field(serializers.DateTimeField, "When the attempt was created.")
     stale_cause = server_set_field(serializers.JSONField, "Why the attempt is stale.")
     reused_from = server_set_field(UUIDField, "The attempt whose output is reused.")
+    iteration = server_set_field(
+        serializers.IntegerField, "Which iteration of a looped task (set by the engine)."
+    )
 
 
 class TaskExecutionCreateSerializer(_TaskExecutionWriteFields):
     """POST /task-executions. Without task_execution_idx the attempt is the task's next one."""
 
-    ignored_fields = ("id", "created_at", "updated_at", "stale_cause", "reused_from")
+    ignored_fields = ("id", "created_at", "updated_at", "stale_cause", "reused_from", "iteration")
 
     id = server_set_field(UUIDField, ID_HELP)
     flow_execution_id = UUIDField(help_text=FLOW_EXECUTION_ID_HELP)
@@ -196,7 +208,7 @@ class TaskExecutionUpdateSerializer(_TaskExecutionWriteFields):
     equal the stored ones. Optional fields left out keep their stored values.
     """
 
-    ignored_fields = ("created_at", "stale_cause", "reused_from")
+    ignored_fields = ("created_at", "stale_cause", "reused_from", "iteration")
 
     id = UUIDField(help_text=ID_HELP)
     flow_execution_id = UUIDField(help_text=FLOW_EXECUTION_ID_HELP)
@@ -253,6 +265,13 @@ class CorrectionResponseSerializer(TaskExecutionSerializer):
         help_text="Tasks whose latest attempt this correction made stale (every transitive "
         "dependent that had run), in dependency order.",
     )
+    stale_iterations = serializers.DictField(
+        child=serializers.ListField(child=serializers.IntegerField()),
+        read_only=True,
+        help_text="Of the looped tasks in stale_tasks (and the corrected task itself, for an "
+        "until loop's later rounds), the iterations this correction made stale: task name → "
+        "iterations, ascending.",
+    )
     started_tasks = serializers.ListField(
         child=serializers.CharField(),
         read_only=True,
@@ -282,6 +301,7 @@ class CorrectionResponseSerializer(TaskExecutionSerializer):
         fields = [
             *TaskExecutionSerializer.Meta.fields,
             "stale_tasks",
+            "stale_iterations",
             "started_tasks",
             "new_attempts",
             "dry_run",

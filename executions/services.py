@@ -197,6 +197,13 @@ def create_task_execution(
             "this flow",
             "unknown_task",
         )
+    if spec.tasks[task_name].loop:
+        raise InvalidInput.field(
+            "task_name",
+            f"'{task_name}' is a looped task: the engine creates its iterations; correct one "
+            "with PUT /task-executions/{id}, or re-execute the task",
+            "looped_task",
+        )
     runs = (
         status == TaskExecution.Status.QUEUED
         and not get_executor(spec.tasks[task_name].type).waits_for_person

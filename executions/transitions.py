@@ -79,27 +79,18 @@ RUN_PURE = _move(
 FAIL_PURE = _move(
     "fail_pure", [NEW], Status.FAILED, "engine: a pure task failed in the scheduling loop"
 )
+# Loops (engine.iterating): a for_each over no items; an iteration whose item left the list,
+# or that its loop ended before.
+EMPTY_LOOP = _move("empty_loop", [NEW], Status.COMPLETED, "engine: a for_each over no items")
+RETIRE = _move("retire", {*CAN_GO_STALE, Status.STALE}, Status.STALE, "engine: its item left")
 HAND_BACK = _move(
     "hand_back",
     [Status.RUNNING],
     Status.QUEUED,
     "worker: it could not record the outcome it holds, or is unsure its claim landed",
 )
-ENGINE_MOVES = (
-    QUEUE,
-    AWAIT_PERSON,
-    REUSE,
-    UNRESOLVABLE,
-    CLAIM,
-    COMPLETE,
-    FAIL,
-    REAP,
-    GO_STALE,
-    CANCEL,
-    RUN_PURE,
-    FAIL_PURE,
-    HAND_BACK,
-)
+# The engine's moves of a task execution: every Move defined above, in that order.
+ENGINE_MOVES = tuple(value for value in dict(globals()).values() if isinstance(value, Move))
 
 # People's moves of a task execution (API, admin, commands), from each status. NEW: creating
 # an attempt (POST /task-executions). completed → completed is a corrected output; failed →
@@ -208,7 +199,10 @@ def claim(attempt: TaskExecution, *, owner: str, expires: Expression, now: datet
     return bool(claimed)
 
 
-_CLAIMED_COLUMNS = "id status task_name task_execution_idx input started_by_correction_id".split()  # noqa: SIM905
+_CLAIMED_COLUMNS = [
+    *("id", "status", "task_name", "task_execution_idx", "iteration", "input"),
+    "started_by_correction_id",
+]
 
 
 def claim_many(
@@ -280,6 +274,13 @@ def fail(attempt_id: uuid.UUID, *, error: Any, now: datetime) -> bool:
             status=FAIL.target, error=error, updated_at=now, **_LEASE_ENDED
         )
     )
+
+
+def retire(attempt_ids: Iterable[uuid.UUID], **cause_fields: Any) -> int:
+    """RETIRE these iterations (set-based; a live one is thereby cancelled)."""
+    return TaskExecution.objects.filter(
+        pk__any_of=list(attempt_ids), status__in=RETIRE.sources
+    ).update(status=RETIRE.target, **cause_fields)
 
 
 def reap(attempt_id: uuid.UUID, *, error: Any, now: datetime) -> bool:

@@ -106,6 +106,7 @@ class FlowExecutionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, Ten
 def correction_response(result: task_executions.CorrectionResult) -> dict[str, Any]:
     record = result.task_execution
     record.stale_tasks = result.stale_tasks
+    record.stale_iterations = result.stale_iterations
     record.started_tasks = [attempt.task_name for attempt in result.started]
     record.new_attempts = [] if result.dry_run else [attempt.id for attempt in result.started]
     record.dry_run = result.dry_run
@@ -227,6 +228,7 @@ class CorrectionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, Tenant
                 "id",
                 "task_name",
                 "task_execution_idx",
+                "iteration",
                 "reused_from_id",
                 "started_by_correction_id",
                 "created_at",

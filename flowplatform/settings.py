@@ -234,6 +234,9 @@ FLOWPLATFORM_MAX_DEFINITION_BYTES = env_int(
     "FLOWPLATFORM_MAX_DEFINITION_BYTES", 1024 * 1024, minimum=1
 )
 FLOWPLATFORM_MAX_TASKS = env_int("FLOWPLATFORM_MAX_TASKS", 10_000, minimum=1)
+# The most iterations one looped task may have: items of a for_each, max_iterations of a loop
+# (flows.loops). Refused at save time when the definition shows it, a failure at run time else.
+FLOWPLATFORM_MAX_ITERATIONS = env_int("FLOWPLATFORM_MAX_ITERATIONS", 10_000, minimum=1)
 
 
 def env_mapping(name: str) -> dict[str, str]:

@@ -12,6 +12,7 @@ from django.conf import settings
 
 from flowplatform import tasktypes
 from flowplatform.exceptions import InvalidInput
+from flows import loops
 from flows.dag import CycleError, Dag
 from flows.expressions import ExpressionError, expressions_in, referenced_tasks
 
@@ -64,8 +65,22 @@ def _json_compatible(value: Any) -> Any:
 
 FLOW_KEYS = frozenset({"name", "description", "tasks"})
 TASK_KEYS = frozenset(
-    {"name", "type", "description", "depends_on", "input", "config", "retries", "rerun"}
+    {
+        "name",
+        "type",
+        "description",
+        "depends_on",
+        "input",
+        "config",
+        "retries",
+        "rerun",
+        "for_each",
+        "loop",
+        "max_parallel",
+        "tolerate_failures",
+    }
 )
+LOOP_KEYS = frozenset({"until", "max_iterations"})
 MAX_RETRIES = 100
 # When a stale task is re-executed: `on_input_change` reuses its previous completed attempt if
 # its freshly resolved input is the same (early cutoff); `always` runs it again regardless.
@@ -81,6 +96,21 @@ class TaskSpec:
     retries: int
     upstream: tuple[str, ...]  # depends_on plus the tasks named in input expressions
     rerun: str = "on_input_change"
+    # Loops (flows.loops): `for_each` (a list, or an expression giving one) runs the task once
+    # per item; `until` (an expression over the iteration's `output`) runs it again until it
+    # holds, at most `max_iterations` times.
+    for_each: Any = None
+    until: str | None = None
+    max_iterations: int | None = None
+    max_parallel: int | None = None
+    tolerate_failures: bool = False
+
+    @property
+    def loop(self) -> str | None:
+        """ "for_each", "until", or None for a task without a loop."""
+        if self.for_each is not None:
+            return "for_each"
+        return "until" if self.until is not None else None
 
 
 @dataclass(frozen=True)
@@ -204,16 +234,19 @@ def validate_definition(parsed: dict[str, Any], *, check_configs: bool = True) -
                 (*where, "depends_on"), f"{label}: 'depends_on' must be a list of task names"
             )
             depends_on = []
-        read = []
+        loop = loops.check(task, label, where, problems.add, limits=check_configs)
+        read = list(loop.reads)
         for source in expressions_in(task.get("input")):
             try:
-                read.extend(referenced_tasks(source))
+                read.extend(referenced_tasks(source, loop=loop.kind))
             except ExpressionError as exc:
                 problems.add((*where, "input"), f"{label}: {exc}", "invalid_expression")
         upstream = [*depends_on, *read]
-        sources = {name: "depends_on" for name in depends_on} | {
-            name: "input" for name in read if name not in depends_on
-        }
+        sources = (
+            {name: "depends_on" for name in depends_on}
+            | {name: "input" for name in read if name not in depends_on}
+            | {name: "for_each" for name in loop.reads if name not in depends_on}
+        )
         specs.append(
             TaskSpec(
                 name=name if isinstance(name, str) else "",
@@ -223,6 +256,11 @@ def validate_definition(parsed: dict[str, Any], *, check_configs: bool = True) -
                 retries=retries,
                 upstream=tuple(dict.fromkeys(upstream)),
                 rerun=rerun,
+                for_each=loop.for_each,
+                until=loop.until,
+                max_iterations=loop.max_iterations,
+                max_parallel=loop.max_parallel,
+                tolerate_failures=loop.tolerate_failures,
             )
         )
         for parent, field_name in sources.items():

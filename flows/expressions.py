@@ -110,11 +110,18 @@ def expressions_in(value: Any) -> Iterator[str]:
             stack.extend(item)
 
 
-def referenced_tasks(source: str) -> list[str]:
+# What a looped task's input may read under `loop`, by kind of loop (flows.loops).
+LOOP_FIELDS = {"for_each": ("item", "index"), "until": ("previous", "index")}
+
+
+def referenced_tasks(
+    source: str, *, loop: str | None = None, roots: frozenset[str] = frozenset({"flow"})
+) -> list[str]:
     """Tasks an expression reads (`tasks.NAME…`). Raises ExpressionError for a bad expression.
 
-    Only `flow…` and `tasks.NAME…` may be read from the root, so a typo is an error at save time
-    and every task an expression depends on is known statically (it becomes an edge of the DAG).
+    Only `flow…` and `tasks.NAME…` may be read from the root (`roots`, and `loop.…` in a
+    looped task: `loop` is its kind), so a typo is an error at save time and every task an
+    expression depends on is known statically (it becomes an edge of the DAG).
     """
     parsed = compile_expression(source).parsed
     found: list[str] = []
@@ -130,11 +137,20 @@ def referenced_tasks(source: str) -> list[str]:
         if kind == "field" and at_root:
             if node["value"] == "tasks":
                 raise ExpressionError(f"'{source.strip()}': name a task, as tasks.NAME.output")
-            if node["value"] != "flow":
+            if node["value"] == "loop":
+                raise _loop_error(source, loop)
+            if node["value"] not in roots:
                 raise ExpressionError(
-                    f"'{source.strip()}': expressions read flow.input… or tasks.NAME.output…, "
-                    f"not '{node['value']}'"
+                    f"'{source.strip()}': expressions read "
+                    f"{' or '.join(_ROOT_WORDS.get(r, r + '…') for r in sorted(roots))} or "
+                    f"tasks.NAME.output…, not '{node['value']}'"
                 )
+            continue
+        if kind == "subexpression" and at_root and children[0] == _field("loop"):
+            if loop is None or children[1] != _field(children[1].get("value")):
+                raise _loop_error(source, loop)
+            if children[1]["value"] not in LOOP_FIELDS[loop]:
+                raise _loop_error(source, loop)
             continue
         if kind == "subexpression" and at_root and children[0] == _field("tasks"):
             if children[1]["type"] != "field":
@@ -148,6 +164,18 @@ def referenced_tasks(source: str) -> list[str]:
         else:
             stack.extend((child, at_root) for child in children)
     return found
+
+
+_ROOT_WORDS = {"flow": "flow.input…", "output": "output…"}
+
+
+def _loop_error(source: str, loop: str | None) -> ExpressionError:
+    if loop is None:
+        return ExpressionError(
+            f"'{source.strip()}': loop.… is read only in a task with for_each or loop"
+        )
+    fields = " or ".join(f"loop.{name}" for name in LOOP_FIELDS[loop])
+    return ExpressionError(f"'{source.strip()}': a {loop} task's input reads {fields}")
 
 
 def _field(name: str) -> dict:

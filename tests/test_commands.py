@@ -84,7 +84,11 @@ def test_demo_leaves_a_document_review_waiting_for_a_person_and_a_working_key():
     key = next(line.split("KEY=")[1] for line in output.splitlines() if "export KEY=" in line)
     client = client_for(key)
     flows = client.get("/flows").json()
-    assert sorted(flow["name"] for flow in flows["results"]) == ["document-review", "word-stats"]
+    assert sorted(flow["name"] for flow in flows["results"]) == [
+        "document-pages",
+        "document-review",
+        "word-stats",
+    ]
     execution = FlowExecution.objects.get()
     assert execution.status == "in_progress"
     body = client.get(f"/flow-executions/{execution.id}").json()
@@ -100,6 +104,7 @@ def test_demo_run_twice_reuses_the_org_and_flows():
     run("demo")
     assert Organization.objects.filter(slug="demo").count() == 1
     assert sorted(Flow.objects.values_list("name", "current_version__version")) == [
+        ("document-pages", 1),
         ("document-review", 1),
         ("word-stats", 1),
     ]  # the examples did not change, so no new versions

@@ -386,6 +386,7 @@ def test_a_nearer_later_correction_takes_over_the_cause(tenant):
     assert cause(tenant, latest(fe, "d")) | {"at": None} == {
         "correction_id": str(second.id),
         "upstream_task": "c",
+        "upstream_iteration": None,
         "by": tenant.actor,
         "reason": "correction",
         "at": None,

@@ -738,7 +738,9 @@ def test_a_valid_definition_in_an_update_adds_a_version(tenant: Tenant) -> None:
 # --- valid definitions ----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("file_name", ["document-review.yaml", "word-stats.yaml"])
+@pytest.mark.parametrize(
+    "file_name", ["document-pages.yaml", "document-review.yaml", "word-stats.yaml"]
+)
 def test_the_example_definitions_are_accepted(tenant: Tenant, file_name: str) -> None:
     text = (EXAMPLES / file_name).read_text()
 
@@ -750,6 +752,7 @@ def test_the_example_definitions_are_accepted(tenant: Tenant, file_name: str) ->
 
 def test_the_examples_directory_holds_the_tested_definitions() -> None:
     assert sorted(path.name for path in EXAMPLES.glob("*.yaml")) == [
+        "document-pages.yaml",
         "document-review.yaml",
         "word-stats.yaml",
     ]

@@ -17,7 +17,7 @@ SEED_003_RESPONSE_FIELDS = {
 SEED_003_BODY_FIELDS = SEED_003_RESPONSE_FIELDS - {"flow_version"}
 # Explaining corrections (issue 5): a task execution shows why it is stale and what it reuses;
 # a correction's body may say why it is made.
-EXPLANATION_FIELDS = {"stale_cause", "reused_from"}
+EXPLANATION_FIELDS = {"stale_cause", "reused_from", "iteration"}  # iteration: loops
 
 
 @pytest.fixture(scope="module")
@@ -61,8 +61,8 @@ def test_put_task_execution_matches_seed_000(schema):
     assert body["properties"]["task_name"]["maxLength"] == 200
     response = _response(schema, put, "200")
     assert set(response["properties"]) == SEED_000_FIELDS | EXPLANATION_FIELDS | {
-        "stale_tasks", "started_tasks", "new_attempts", "dry_run", "preview_token",
-        "correction_id",
+        "stale_tasks", "stale_iterations", "started_tasks", "new_attempts", "dry_run",
+        "preview_token", "correction_id",
     }  # fmt: skip
     execute_flow = next(p for p in put["parameters"] if p["name"] == "execute_flow")
     assert execute_flow["in"] == "query"

@@ -227,3 +227,40 @@ def test_a_worker_outlives_a_database_outage_and_carries_on(tenant, queue, tmp_p
     assert Counter(log.read_text().split()) == Counter(
         {"start:a": 1, "done:a": 1, "start:b": 1, "done:b": 1}
     )
+
+
+def test_two_db_workers_share_a_for_each_within_its_max_parallel(tenant, settings, tmp_path):
+    """A python for_each of 8 items, max_parallel 1, on two db_workers: every iteration runs
+    exactly once and never two at a time; its output is the list in item order."""
+    settings.TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend"}}
+    settings.FLOWPLATFORM_PYTHON_CALLABLES = ["examples", "tests.helpers.worker_tasks"]
+    log = tmp_path / "executions.log"
+    slow = {"callable": "tests.helpers.worker_tasks:slow"}
+    item = {"task": "item${{ loop.item }}", "seconds": 0.2, "log": "${{ flow.input.log }}"}
+    definition = {
+        "tasks": [
+            {"name": "each", "type": "python", "config": slow, "for_each": list(range(8)),
+             "max_parallel": 1, "input": item},
+        ]
+    }  # fmt: skip
+    flow = create_flow(tenant.org, name="loop", definition=json.dumps(definition), actor="t")
+    workers = [start_worker(f"worker-{n}", tmp_path) for n in (1, 2)]
+    try:
+        flow_execution = start_flow_execution(
+            tenant.org, flow_id=flow.id, input={"log": str(log)}, actor="t"
+        )
+        status = wait_until_settled(flow_execution.pk)
+    finally:
+        stop(workers)
+    assert status == "completed", {p.name: p.read_text()[-2000:] for p in tmp_path.glob("*.log")}
+    events = log.read_text().split()
+    assert Counter(e for e in events if e.startswith("start:")) == {
+        f"start:item{i}": 1 for i in range(8)
+    }
+    running = peak = 0
+    for event in events:
+        running += 1 if event.startswith("start:") else -1
+        peak = max(peak, running)
+    assert peak == 1
+    output = flow_execution.task_outputs.get(task_name="each").output
+    assert [o["task"] for o in output] == [f"item{i}" for i in range(8)]

@@ -41,16 +41,20 @@ def correction_fingerprint(
 
     It covers the corrected attempt, the tasks downstream of it and every task those read from
     (what decides their stale marking, their readiness and their inputs): each one's latest
-    attempt (id, status, `updated_at`) and current output (id, status, `updated_at`); and the
-    requested result (status, output, error) with `execute_flow`. Any change to those between
-    a dry run and the PUT that carries its token changes the digest. Two queries.
+    attempt (id, status, `updated_at`; of a looped task, each iteration's current one) and
+    current output (id, status, `updated_at`); and the requested result (status, output,
+    error) with `execute_flow`. Any change to those between a dry run and the PUT that
+    carries its token changes the digest. Two queries.
     """
     affected: set[str] = {attempt.task_name}
     if attempt.task_name in spec.tasks:
         downstream = spec.dag.descendants(attempt.task_name)
         affected |= downstream.union(*(spec.tasks[t].upstream for t in downstream))
     attempts = {
-        name: [str(a.id), a.status, a.updated_at.isoformat()]
+        name: [
+            [str(m.id), m.status, m.updated_at.isoformat()]  # every iteration of a looped task
+            for m in (a.members or (a,))
+        ]
         for name, a in sorted(selectors.latest_attempts(flow_execution, affected).items())
     }
     outputs: dict[str, list[str]] = {}

@@ -51,6 +51,7 @@ def open_correction(
     reason: str | None,
     before: Any,
     execute_flow: bool = False,
+    iteration: int | None = None,
 ) -> Correction:
     """The record of a correction being made: what it starts from. Its stale causes and
     started attempts point at it, so it exists before they are written."""
@@ -58,6 +59,7 @@ def open_correction(
         organization_id=flow_execution.organization_id,
         flow_execution=flow_execution,
         task_name=task_name,
+        iteration=iteration,
         task_execution_id=task_execution_id,
         task_output=task_output,
         source=source,
@@ -70,14 +72,20 @@ def open_correction(
 
 
 def close_correction(
-    correction: Correction, *, after: Any, stale_tasks: list[str], task_output: TaskOutput | None
+    correction: Correction,
+    *,
+    after: Any,
+    stale_tasks: list[str],
+    task_output: TaskOutput | None,
+    stale_iterations: dict[str, list[int]] | None = None,
 ) -> Correction:
     """What the correction ended with: the state after, the tasks it made stale (dependency
     order) and the task output it published, edited or deleted."""
     correction.after = after
     correction.stale_tasks = stale_tasks
+    correction.stale_iterations = stale_iterations or {}
     correction.task_output = task_output
-    correction.save(update_fields=["task_output", "after", "stale_tasks"])
+    correction.save(update_fields=["task_output", "after", "stale_tasks", "stale_iterations"])
     return correction
 
 

@@ -15,7 +15,7 @@ from executions import locking, selectors, transitions
 from executions.corrections import preview, records
 from executions.engine import lifecycle, staleness
 from executions.executors import get_executor
-from executions.models import Correction, FlowExecution, TaskExecution
+from executions.models import Correction, FlowExecution, StaleReason, TaskExecution
 from flowplatform.canonical import same_json
 from flowplatform.exceptions import Conflict, InvalidInput
 from flowplatform.history import ensure_baseline
@@ -37,6 +37,7 @@ class CorrectionResult:
     dry_run: bool = False
     preview_token: str | None = None  # what the request saw; see preview.correction_fingerprint
     correction: Correction | None = None
+    stale_iterations: dict[str, list[int]] = field(default_factory=dict)  # of looped tasks
 
 
 @transaction.atomic
@@ -88,6 +89,9 @@ def correct_task_execution(
     result = {**before, **{k: v for k, v in changes.items() if k in before}}
     if summary is not None:
         result["summary"] = summary
+    looped = locked.iteration is not None and bool(
+        locked.task_name in spec.tasks and spec.tasks[locked.task_name].loop
+    )
     current_output = selectors.current_task_output(flow_execution, locked.task_name)
     token = None
     if issue_token or preview_token is not None:
@@ -97,11 +101,13 @@ def correct_task_execution(
     # Finishing pending work (a person completing a waiting human task) carries the flow on,
     # as a worker finishing an attempt does; re-running what a changed output made stale is
     # the caller's choice (execute_flow) only when an already finished output is corrected.
-    execute_flow = execute_flow or locked.status in transitions.LIVE
+    was_live = locked.status in transitions.LIVE
+    execute_flow = execute_flow or was_live
     correction = records.open_correction(
         flow_execution,
         task_name=locked.task_name,
         task_execution_id=locked.pk,
+        iteration=locked.iteration,
         task_output=current_output,
         operation=Correction.Operation.TASK_EXECUTION_UPDATE,
         source=source,
@@ -111,10 +117,10 @@ def correct_task_execution(
         execute_flow=execute_flow,
     )
     _apply(locked, requested, changes, human=human, actor=actor, correction=correction)
-    unchanged_output = (
-        locked.status == before["status"] == Status.COMPLETED
-        and current_output is not None
-        and same_json(current_output.output, locked.output)
+    unchanged_output = locked.status == before["status"] == Status.COMPLETED and (
+        same_json(before["output"], locked.output)
+        if looped  # an iteration's result is its attempt's output
+        else current_output is not None and same_json(current_output.output, locked.output)
     )
     publishes = locked.status == Status.COMPLETED and known and not unchanged_output
     if summary is not None and not publishes:
@@ -128,6 +134,23 @@ def correct_task_execution(
             lifecycle.settle(flow_execution, spec)
         # Else the task's current output stays what its dependents read: nothing is outdated.
         propagation = lifecycle.NOTHING_PROPAGATED
+    elif looped:
+        if summary is not None:
+            raise InvalidInput.field(
+                "summary",
+                "an iteration has no summary of its own: the looped task's summary counts "
+                "its iterations",
+            )
+        propagation = lifecycle.propagate_iteration(
+            flow_execution,
+            spec,
+            locked,
+            was_live=was_live,
+            actor=actor,
+            execute_flow=execute_flow,
+            correction_id=correction.pk,
+        )
+        current_output = selectors.current_task_output(flow_execution, locked.task_name)
     else:
         propagation = lifecycle.propagate_new_output(
             flow_execution,
@@ -148,6 +171,7 @@ def correct_task_execution(
         correction,
         after=records.attempt_state(locked, flow_execution.task_outputs_summary),
         stale_tasks=stale_tasks,
+        stale_iterations=propagation.stale_iterations,
         task_output=current_output,
     )
     return CorrectionResult(
@@ -156,6 +180,7 @@ def correct_task_execution(
         propagation.started,
         preview_token=token,
         correction=correction,
+        stale_iterations=propagation.stale_iterations,
     )
 
 
@@ -199,7 +224,17 @@ def _summary(spec: FlowSpec, attempt: TaskExecution, sent: dict[str, Any] | None
 
 
 def _check_current_attempt(attempt: TaskExecution) -> None:
-    latest = selectors.latest_attempt(attempt.flow_execution_id, attempt.task_name)
+    if attempt.iteration is not None:  # an iteration: the iteration's latest attempt
+        latest = selectors.latest_of_iteration(attempt)
+        if latest.stale_reason == StaleReason.ITERATION_REMOVED:
+            raise InvalidInput.field(
+                "iteration",
+                f"iteration {attempt.iteration} of task '{attempt.task_name}' is retired (its "
+                "item left the for_each list, or its loop ended before it)",
+                "not_current_attempt",
+            )
+    else:
+        latest = selectors.latest_attempt(attempt.flow_execution_id, attempt.task_name)
     if latest is not None and latest.id != attempt.pk:
         raise InvalidInput.field(
             "task_execution_idx",

@@ -193,4 +193,5 @@ def _record(
         after=records.output_state(selectors.current_task_output(flow_execution, task_name)),
         stale_tasks=marked.stale,
         task_output=task_output,
+        stale_iterations=marked.iterations,
     )

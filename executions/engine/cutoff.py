@@ -127,7 +127,12 @@ def reusable_attempts(
 ) -> dict[str, Reusable]:
     """For each stale task early cutoff may apply to, its previous completed attempt and the
     result reuse would keep. Two queries."""
-    eligible = [a.task_name for a in latest if may_cut_off(a, spec.tasks[a.task_name].rerun)]
+    eligible = [
+        a.task_name
+        for a in latest
+        if not spec.tasks[a.task_name].loop  # iterations: engine.iterating
+        and may_cut_off(a, spec.tasks[a.task_name].rerun)
+    ]
     if not eligible:
         return {}
     history: dict[str, list[PastAttempt]] = {}

@@ -7,15 +7,24 @@ flow execution's row locked (executions.locking); `start` and `reexecute` lock i
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from django.db import transaction
 from django.utils import timezone
 
 from executions import locking, selectors, transitions
-from executions.engine import planning, publishing, staleness, status
+from executions.engine import (
+    advancing,
+    iterating,
+    loop_steps,
+    planning,
+    publishing,
+    staleness,
+    status,
+)
 from executions.models import FlowExecution, TaskExecution
+from flows import loops
 from flows.definitions import FlowSpec, spec_for
 
 
@@ -75,6 +84,8 @@ def reexecute(
 class Propagation:
     stale_tasks: list[str]  # in dependency order
     started: list[TaskExecution]  # attempts created now (their jobs run after commit)
+    # Of looped tasks, the iterations that went stale: task → iterations.
+    stale_iterations: dict[str, list[int]] = field(default_factory=dict)
 
 
 NOTHING_PROPAGATED = Propagation(stale_tasks=[], started=[])
@@ -100,9 +111,9 @@ def propagate_new_output(
     """
     publishing.publish_output(flow_execution, task_name, output, summary, actor)
     cause = staleness.correction_cause(correction_id, task_name)
-    stale = staleness.mark_stale(
+    marked = staleness.mark_stale(
         flow_execution, spec, spec.dag.descendants(task_name), actor=actor, cause=cause
-    ).stale
+    )
     started = planning.schedule(
         flow_execution,
         spec,
@@ -111,7 +122,71 @@ def propagate_new_output(
         correction_id=correction_id,
     )
     status.refresh_status(flow_execution, spec)
-    return Propagation(stale_tasks=stale, started=started)
+    return Propagation(marked.stale, started, marked.iterations)
+
+
+def propagate_iteration(
+    flow_execution: FlowExecution,
+    spec: FlowSpec,
+    attempt: TaskExecution,
+    *,
+    was_live: bool,
+    actor: str,
+    execute_flow: bool,
+    correction_id: uuid.UUID,
+) -> Propagation:
+    """A person gave iteration k of a looped task a new output (a correction, or completing
+    a waiting human round). The loop takes its next step as after a worker's iteration
+    (advancing.advance): a for_each's output is its list with slot k changed once no iteration
+    is live; an until loop's rounds after k go stale (or retire, when its condition now holds
+    on k) and, with `execute_flow`, the loop resumes from k + 1. The task's transitive
+    dependents go stale for this correction of iteration k; with `execute_flow` they run
+    again once the loop's output is known (early cutoff per task and per item)."""
+    name, iteration = attempt.task_name, attempt.iteration
+    task = spec.tasks[name]
+    cause = staleness.correction_cause(correction_id, name, iteration)
+    own: dict[str, list[int]] = {}
+    created: list[TaskExecution] = []
+    output: Any = None
+    resumes = True
+    if task.loop == "until" and not was_live:
+        later = loop_steps.later_iterations(iterating.read_history(flow_execution, name), iteration)
+        holds = loops.until_holds(task.until or "", attempt.output, iteration)
+        if holds:
+            loop_steps.retire([a.id for a in later], now=timezone.now())
+        else:
+            going = [a for a in later if a.status in transitions.CAN_GO_STALE]
+            staleness.mark_iterations_stale(
+                flow_execution, [a.id for a in going], actor=actor, cause=cause
+            )
+            if going:
+                own[name] = sorted(a.iteration for a in going)
+        # With no round after k, a condition that no longer holds carries the loop on to
+        # round k + 1, as completing a review round does: nothing else would.
+        resumes = holds or execute_flow or not later
+    if resumes:
+        created, output = advancing.advance(
+            flow_execution,
+            spec,
+            attempt,
+            failed=False,
+            freed=was_live,
+            correction_id=correction_id,
+        )
+    marked = staleness.mark_stale(
+        flow_execution, spec, spec.dag.descendants(name), actor=actor, cause=cause
+    )
+    if resumes and not planning.pending(output):
+        created += planning.schedule(
+            flow_execution,
+            spec,
+            spec.dag.downstream[name],
+            rerun_stale=execute_flow,
+            correction_id=correction_id,
+        )
+    status.refresh_status(flow_execution, spec)
+    stale = marked.stale if name not in own else spec.dag.in_order({name, *marked.stale})
+    return Propagation(stale, created, {**own, **marked.iterations})
 
 
 def outdate_dependents(

@@ -13,7 +13,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from executions import jobs, selectors, transitions
-from executions.engine import cutoff, publishing
+from executions.engine import cutoff, iterating, loop_steps, publishing
 from executions.engine.cutoff import Reusable
 from executions.executors import get_executor
 from executions.models import FlowExecution, TaskExecution
@@ -93,6 +93,10 @@ class Planner:
         self.outputs: dict[str, Any] = {}
         self.outputs_known: set[str] = set()  # tasks whose current output was read
         self.reusable: dict[str, Reusable] = {}
+        # Looped tasks (engine.iterating) this pass finished: their outputs to publish, and
+        # iterations to retire.
+        self.loop_results: list[Any] = []
+        self.retiring: list[uuid.UUID] = []
 
     def know(self, attempt: Attempt, output: Any) -> None:
         """What the caller just wrote: `attempt` is its task's latest, `output` its current
@@ -158,15 +162,21 @@ class Planner:
             _, task = heapq.heappop(heap)
             if not self.ready(task):
                 continue
-            attempt = self.attempt(task, now)
-            created.append(attempt)
-            self.latest[task] = Attempt(
-                attempt.id, task, attempt.task_execution_idx, attempt.status
-            )
-            if attempt.reused_from_id is None:
-                continue
-            reused.append(attempt)
-            self.outputs[task] = attempt.output
+            if self.spec.tasks[task].loop:
+                output = self.loop(task, created, now)
+                if output is PENDING:
+                    continue
+            else:
+                attempt = self.attempt(task, now)
+                created.append(attempt)
+                self.latest[task] = Attempt(
+                    attempt.id, task, attempt.task_execution_idx, attempt.status
+                )
+                if attempt.reused_from_id is None:
+                    continue
+                reused.append(attempt)
+                output = attempt.output
+            self.outputs[task] = output
             self.outputs_known.add(task)
             children = self.spec.dag.downstream[task]
             if any(self._unread(child) for child in children):
@@ -178,15 +188,53 @@ class Planner:
                     heapq.heappush(heap, (rank(child), child))
         return created, reused
 
+    def loop(self, task: str, created: list[TaskExecution], now: Any) -> Any:
+        """Plan a looped task's iterations (engine.iterating): their attempts join `created`;
+        returns the task's output when nothing of it is left to run, else PENDING."""
+        current = self.latest.get(task)
+        planned = iterating.plan(
+            self.flow_execution,
+            self.spec,
+            task,
+            self.outputs,
+            next_idx=0 if current is None else current.idx + 1,
+            correction_id=self.correction_id,
+            now=now,
+        )
+        created += planned.created
+        self.retiring += planned.retire
+        newest = planned.created[-1] if planned.created else None
+        status = Status.COMPLETED if planned.done else Status.FAILED if planned.failed else None
+        if status is None:  # its iterations are queued, or wait for a person (running)
+            live = {a.status for a in planned.created} & transitions.LIVE
+            status = Status.RUNNING if Status.RUNNING in live else Status.QUEUED
+        self.latest[task] = Attempt(
+            newest.id if newest else current.id,
+            task,
+            newest.task_execution_idx if newest else current.idx,
+            status,
+        )
+        if not planned.done:
+            return PENDING
+        self.loop_results.append(
+            publishing.new_result(self.flow_execution, task, planned.output, planned.summary)
+        )
+        return planned.output
+
     def save(self, created: list[TaskExecution], reused: list[TaskExecution]) -> None:
-        """Insert the planned attempts, republish the reused results, and enqueue the queued
-        attempts' jobs after commit (`enqueue`)."""
-        if not created:
-            return
-        bulksql.insert_many(created, now=timezone.now())
-        if reused:
-            publishing.republish_reused(self.flow_execution, reused, self.reusable)
-        enqueue(self.flow_execution, self.spec, [a for a in created if a.status == Status.QUEUED])
+        """Insert the planned attempts, republish the reused results (and publish the
+        outputs of looped tasks that finished), retire what loops dropped, and enqueue the
+        queued attempts' jobs after commit (`enqueue`)."""
+        results, self.loop_results = self.loop_results, []
+        retiring, self.retiring = self.retiring, []
+        if retiring:
+            loop_steps.retire(retiring, now=timezone.now())
+        if created:
+            bulksql.insert_many(created, now=timezone.now())
+        if reused or results:
+            publishing.publish_many(self.flow_execution, results, reused, self.reusable)
+        queued = [a for a in created if a.status == Status.QUEUED]
+        enqueue(self.flow_execution, self.spec, loop_steps.window(self.spec, queued))
 
     def attempt(self, task: str, now: Any) -> TaskExecution:
         """The task's next attempt: its input resolved now; reused (early cutoff), waiting for
@@ -228,7 +276,9 @@ def retry(
 ) -> TaskExecution | None:
     """A new attempt (idx + 1, same input) if the task has retries left after this failure."""
     statuses = list(
-        TaskExecution.objects.filter(flow_execution=flow_execution, task_name=failed.task_name)
+        TaskExecution.objects.filter(
+            flow_execution=flow_execution, task_name=failed.task_name, iteration=failed.iteration
+        )
         .order_by("-task_execution_idx")
         .values_list("status", "task_execution_idx")
     )
@@ -242,24 +292,56 @@ def retry(
     return attempt
 
 
-def next_try(flow_execution: FlowExecution, failed: TaskExecution) -> TaskExecution:
-    """A failed attempt's retry, unsaved: idx + 1, the same input, queued."""
+def pending(output: Any) -> bool:
+    """Is this answer (Planner.loop, advancing.advance) that the looped task is not done?"""
+    return output is PENDING
+
+
+def next_try(
+    flow_execution: FlowExecution, failed: TaskExecution, idx: int | None = None
+) -> TaskExecution:
+    """A failed attempt's retry, unsaved: idx + 1 (or `idx`), the same input, queued."""
     return transitions.new_attempt(
         transitions.QUEUE,
         organization_id=flow_execution.organization_id,
         flow_execution=flow_execution,
         task_name=failed.task_name,
-        task_execution_idx=failed.task_execution_idx + 1,
+        task_execution_idx=next_idx(flow_execution, failed) if idx is None else idx,
+        iteration=failed.iteration,
         input=failed.input,
         started_by_correction_id=failed.started_by_correction_id,
     )
+
+
+def next_idx(flow_execution: FlowExecution, failed: TaskExecution) -> int:
+    """idx + 1; for an iteration of a looped task, after the task's newest attempt (its
+    iterations share one sequence of indexes)."""
+    if failed.iteration is None:
+        return failed.task_execution_idx + 1
+    newest = (
+        TaskExecution.objects.filter(flow_execution=flow_execution, task_name=failed.task_name)
+        .order_by("-task_execution_idx")
+        .values_list("task_execution_idx", flat=True)
+        .first()
+    )
+    return max(newest or 0, failed.task_execution_idx) + 1
 
 
 def runs_inline(spec: FlowSpec, task: str) -> bool:
     """Does `task` run in a wave (engine.waves: many pure tasks per job and per transaction)
     instead of as a job of its own? When its type is pure (side-effect free), unless
     FLOWPLATFORM_INLINE_PURE_TASKS is off."""
-    return settings.FLOWPLATFORM_INLINE_PURE_TASKS and get_executor(spec.tasks[task].type).pure
+    return (
+        settings.FLOWPLATFORM_INLINE_PURE_TASKS
+        and get_executor(spec.tasks[task].type).pure
+        # A for_each's iterations run in a wave too (engine.waves), unless max_parallel
+        # bounds them; an until loop's rounds are jobs.
+        and (spec.tasks[task].loop is None or _loops_inline(spec.tasks[task]))
+    )
+
+
+def _loops_inline(task: Any) -> bool:
+    return task.loop == "for_each" and task.max_parallel is None
 
 
 def enqueue(flow_execution: FlowExecution, spec: FlowSpec, queued: list[TaskExecution]) -> None:
@@ -275,6 +357,7 @@ def enqueue(flow_execution: FlowExecution, spec: FlowSpec, queued: list[TaskExec
         )
 
 
+PENDING = object()  # a looped task with iterations still to run
 _LIVE_SAMPLE = 64
 
 

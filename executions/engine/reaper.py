@@ -7,13 +7,14 @@ from __future__ import annotations
 import logging
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
 from django.db.models import QuerySet
 from django.db.models.functions import Now
 from django.utils import timezone
 
 from executions import jobs, leases, locking, transitions
-from executions.engine import planning, status
+from executions.engine import advancing, planning, status
 from executions.models import TaskExecution
 from flowplatform import rls
 from flows.definitions import spec_for
@@ -99,6 +100,8 @@ def _reap(flow_execution_id: uuid.UUID, ids: list[uuid.UUID]) -> list[Reaped]:
     reaped = []
     for attempt in expired:
         next_attempt = planning.retry(flow_execution, spec, attempt) if spec is not None else None
+        if next_attempt is None and spec is not None and attempt.iteration is not None:
+            _loop_on(flow_execution, spec, attempt)
         logger.warning(
             "reaped attempt %s (%s#%d of flow execution %s): worker %s lost; %s",
             attempt.pk,
@@ -124,3 +127,17 @@ def _reap(flow_execution_id: uuid.UUID, ids: list[uuid.UUID]) -> list[Reaped]:
     if spec is not None:
         status.refresh_status(flow_execution, spec)
     return reaped
+
+
+def _loop_on(flow_execution: Any, spec: Any, attempt: TaskExecution) -> None:
+    """A reaped iteration with no retry left: its loop takes its step (the next iteration of a
+    for_each with max_parallel; a for_each that tolerates failures may be done: its
+    dependents start)."""
+    _, output = advancing.advance(flow_execution, spec, attempt, failed=True)
+    if not planning.pending(output):
+        planning.schedule(
+            flow_execution,
+            spec,
+            spec.dag.downstream[attempt.task_name],
+            correction_id=attempt.started_by_correction_id,
+        )

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -28,6 +28,7 @@ class StaleCause:
     reason: str
     correction_id: uuid.UUID | None = None
     upstream_task: str | None = None  # the corrected task (nearest corrected ancestor)
+    upstream_iteration: int | None = None  # its corrected iteration, for a looped task
 
     def fields(self, actor: str, now: Any) -> dict[str, Any]:
         """The TaskExecution columns that record this cause (with who and when)."""
@@ -35,21 +36,28 @@ class StaleCause:
             "stale_reason": self.reason,
             "stale_correction_id": self.correction_id,
             "stale_upstream_task": self.upstream_task or "",
+            "stale_upstream_iteration": self.upstream_iteration,
             "stale_at": now,
             "stale_by": actor,
         }
 
     def history_reason(self) -> str:
-        return f"stale: {self.reason}" + (f" of {self.upstream_task}" if self.upstream_task else "")
+        where = self.upstream_task or ""
+        if where and self.upstream_iteration is not None:
+            where += f" (iteration {self.upstream_iteration})"
+        return f"stale: {self.reason}" + (f" of {where}" if where else "")
 
 
 REEXECUTION = StaleCause(StaleReason.REEXECUTION)
 FLOW_EXECUTION_DELETED = StaleCause(StaleReason.FLOW_EXECUTION_DELETED)
 
 
-def correction_cause(correction_id: uuid.UUID, corrected_task: str) -> StaleCause:
-    """A correction of `corrected_task` (the task itself, when a person marked it stale)."""
-    return StaleCause(StaleReason.CORRECTION, correction_id, corrected_task)
+def correction_cause(
+    correction_id: uuid.UUID, corrected_task: str, iteration: int | None = None
+) -> StaleCause:
+    """A correction of `corrected_task` (the task itself, when a person marked it stale), of
+    its `iteration` for a looped task."""
+    return StaleCause(StaleReason.CORRECTION, correction_id, corrected_task, iteration)
 
 
 def upstream_rerun_cause(correction_id: uuid.UUID | None, task: str) -> StaleCause:
@@ -99,6 +107,8 @@ def nearer_cause(spec: FlowSpec, attempts: Iterable[Attempt], cause: StaleCause)
 class Marked:
     stale: list[str]  # tasks whose latest attempt became stale now, in dependency order
     moved: list[str]  # already-stale tasks whose cause is now this one (a nearer correction)
+    # Of the looped tasks in `stale`, the iterations that became stale: task → iterations.
+    iterations: dict[str, list[int]] = field(default_factory=dict)
 
 
 def mark_stale(
@@ -122,7 +132,9 @@ def mark_stale(
         return Marked([], [])
     latest = selectors.latest_attempts(flow_execution, tasks)
     stale = stale_candidates(spec, latest)
-    nearer = nearer_cause(spec, latest.values(), cause)
+    # A looped task goes stale as its current iterations do, each for this cause.
+    attempts = [m for a in latest.values() for m in (a.members or (a,))]
+    nearer = nearer_cause(spec, attempts, cause)
     if not stale and not nearer:
         return Marked([], [])
     now = timezone.now()
@@ -131,13 +143,36 @@ def mark_stale(
     if nearer:
         nearer_rows = TaskExecution.objects.filter(pk__any_of=[a.id for a in nearer])
         history.update_with_history(nearer_rows, cause_fields, reason=reason)
-    moved = spec.dag.in_order(a.task_name for a in nearer)
+    moved = spec.dag.in_order({a.task_name for a in nearer})
     if not stale:
         return Marked([], moved)
-    ids = [latest[name].id for name in stale]
+    ids, looped = [], {}
+    for name in stale:
+        members = latest[name].members
+        if not members:
+            ids.append(latest[name].id)
+            continue
+        going = [m for m in members if m.status in transitions.CAN_GO_STALE]
+        ids += [m.id for m in going]
+        looped[name] = [m.iteration for m in going if m.iteration is not None]
     transitions.go_stale(ids, history=reason, **cause_fields)
     _mark_outputs_stale(flow_execution, stale, actor=actor, now=now, reason=reason)
-    return Marked(stale, moved)
+    return Marked(stale, moved, looped)
+
+
+def mark_iterations_stale(
+    flow_execution: FlowExecution,
+    attempt_ids: list[uuid.UUID],
+    *,
+    actor: str,
+    cause: StaleCause,
+) -> None:
+    """Make these iterations of one looped task stale for `cause` (an until loop's rounds
+    after a corrected one). Set-based."""
+    if attempt_ids:
+        now = timezone.now()
+        cause_fields = {**cause.fields(actor, now), "modified_by": actor, "updated_at": now}
+        transitions.go_stale(attempt_ids, history=cause.history_reason(), **cause_fields)
 
 
 def _mark_outputs_stale(

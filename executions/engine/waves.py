@@ -29,8 +29,17 @@ from datetime import timedelta
 
 from django.utils import timezone
 
-from executions import leases, locking, selectors, transitions
-from executions.engine import cutoff, planning, publishing, running, staleness, status
+from executions import jobs, leases, locking, selectors, transitions
+from executions.engine import (
+    advancing,
+    cutoff,
+    loop_steps,
+    planning,
+    publishing,
+    running,
+    staleness,
+    status,
+)
 from executions.models import TaskExecution
 from flowplatform import bulksql
 from flows.definitions import spec_for
@@ -49,7 +58,9 @@ class Group:
         self.created: list[TaskExecution] = []  # unsaved, in their final state
         self.results: list[TaskOutput] = []  # unsaved
         self.reused: list[TaskExecution] = []
-        self.history: dict[str, list[str]] = {}  # task → its attempts' statuses, newest first
+        # (task, iteration) → its attempts' statuses, newest first
+        self.history: dict[tuple[str, int | None], list[str]] = {}
+        self.next_idx: dict[str, int] = {}  # a looped task's next idx, for its retries
 
     def run(self, attempt_ids: list[uuid.UUID]) -> None:
         """Run the group; what it leaves queued is enqueued as the next one."""
@@ -58,6 +69,10 @@ class Group:
         now = timezone.now()
         owner = leases.worker_identity()
         expires = now + timedelta(seconds=leases.lease_seconds())
+        if len(attempt_ids) > self.limit:  # say a for_each of 10,000: the rest is a job of its own
+            later = attempt_ids[self.limit :]
+            jobs.enqueue_wave_after_commit(flow_execution.organization_id, flow_execution.pk, later)
+            attempt_ids = attempt_ids[: self.limit]
         wave = transitions.claim_many(attempt_ids, owner=owner, expires=expires, now=now)
         if not wave:
             return  # cancelled, or run by someone else
@@ -72,10 +87,19 @@ class Group:
             if ran >= self.limit:
                 left = wave
                 break
+            if ran + len(wave) > self.limit:  # a wave this size (a for_each) runs in parts
+                self._defer(wave[self.limit - ran :])
+                wave = wave[: self.limit - ran]
             ran += len(wave)
             wave = self._run_wave(wave)
         self.created.extend(left)  # queued: the next group (a job) runs them
         self._write()
+
+    def _defer(self, attempts: list[TaskExecution]) -> None:
+        """Queue these new attempts now, for the next group: written before the rest of the
+        wave runs, so a loop whose other iterations they are sees them live."""
+        bulksql.insert_many(attempts, now=timezone.now())
+        planning.enqueue(self.flow_execution, self.spec, attempts)
 
     def _planner(self) -> planning.Planner:
         """A planner that knows every task's latest attempt (one query): under the flow
@@ -94,6 +118,8 @@ class Group:
         now = timezone.now()
         completed: list[TaskExecution] = []
         following: list[TaskExecution] = []
+        iterated: dict[str, TaskExecution] = {}  # looped tasks whose iterations ran here
+        retried: set[str] = set()
         for attempt in wave:
             result, error = running.execute(self.spec, attempt)
             output = None if result is None else result.output
@@ -102,8 +128,15 @@ class Group:
                 self.created.append(attempt)
             else:
                 self.claimed.append((attempt, output, error))
-            done = Status.COMPLETED if error is None else Status.FAILED
             name = attempt.task_name
+            if attempt.iteration is not None:  # the loop's step follows below, per task
+                iterated[name] = attempt
+                retry = self._retry(attempt) if error is not None else None
+                if retry is not None:
+                    retried.add(name)
+                    following.append(retry)
+                continue
+            done = Status.COMPLETED if error is None else Status.FAILED
             planner.latest[name] = selectors.Attempt(
                 attempt.id, name, attempt.task_execution_idx, done
             )
@@ -120,6 +153,9 @@ class Group:
                     retry.id, name, retry.task_execution_idx, Status.QUEUED
                 )
                 following.append(retry)
+        settling = {n: a for n, a in iterated.items() if n not in retried}
+        if settling:
+            return following + self._settle_loops(completed, settling)
         if completed and self._outdates_dependents(completed):
             return following + self._restart(completed)
         by_correction: dict[uuid.UUID | None, set[str]] = defaultdict(set)
@@ -130,6 +166,31 @@ class Group:
         for correction_id, children in by_correction.items():
             planner.correction_id = correction_id
             following += self._take(*planner.plan(children))
+        following.sort(key=lambda a: self.spec.dag.rank(a.task_name))
+        return following
+
+    def _settle_loops(
+        self, completed: list[TaskExecution], iterated: dict[str, TaskExecution]
+    ) -> list[TaskExecution]:
+        """Iterations of for_each tasks ran in this wave (every queued one of each: a planning
+        pass creates them together) and none awaits a retry here: write what the group did so
+        far, let each loop take its step (advancing.advance: its output once no iteration is
+        live), and plan the dependents of what completed, with a planner that reads afresh."""
+        self._write_rows()
+        done = list(completed)
+        for attempt in iterated.values():
+            _, output = advancing.advance(
+                self.flow_execution, self.spec, attempt, failed=False, freed=False
+            )
+            if not planning.pending(output):
+                done.append(attempt)
+        self.planner = self._planner()
+        following: list[TaskExecution] = []
+        for attempt in done:
+            self.planner.correction_id = attempt.started_by_correction_id
+            following += self._take(
+                *self.planner.plan(set(self.spec.dag.downstream[attempt.task_name]))
+            )
         following.sort(key=lambda a: self.spec.dag.rank(a.task_name))
         return following
 
@@ -182,19 +243,33 @@ class Group:
         return following
 
     def _retry(self, failed: TaskExecution) -> TaskExecution | None:
-        """The failed attempt's retry (unsaved, queued) if its task has retries left."""
+        """The failed attempt's retry (unsaved, queued) if its task (its iteration, for a
+        looped task) has retries left."""
         name = failed.task_name
-        if name not in self.history:  # its earlier attempts, read once
-            self.history[name] = list(
-                TaskExecution.objects.filter(flow_execution=self.flow_execution, task_name=name)
+        key = (name, failed.iteration)
+        if key not in self.history:  # its earlier attempts, read once
+            self.history[key] = list(
+                TaskExecution.objects.filter(
+                    flow_execution=self.flow_execution, task_name=name, iteration=failed.iteration
+                )
                 .exclude(pk=failed.pk)
                 .order_by("-task_execution_idx")
                 .values_list("status", flat=True)
             )
-        self.history[name].insert(0, Status.FAILED)
-        if planning.failures_in_a_row(self.history[name]) > self.spec.tasks[name].retries:
+        self.history[key].insert(0, Status.FAILED)
+        if planning.failures_in_a_row(self.history[key]) > self.spec.tasks[name].retries:
             return None
-        return planning.next_try(self.flow_execution, failed)
+        if failed.iteration is None:
+            return planning.next_try(self.flow_execution, failed)
+        # Iterations share one sequence of indexes, some of it not written yet.
+        self.next_idx[name] = max(
+            self.next_idx.get(name, 0),
+            planning.next_idx(self.flow_execution, failed),
+            *(a.task_execution_idx + 1 for a in self.created if a.task_name == name),
+        )
+        retry = planning.next_try(self.flow_execution, failed, idx=self.next_idx[name])
+        self.next_idx[name] += 1
+        return retry
 
     def _write_rows(self) -> None:
         """The group's attempts, outcomes and outputs so far: a few statements in all."""
@@ -202,12 +277,15 @@ class Group:
         if self.claimed:
             transitions.record_claimed(self.claimed, now=now)
         bulksql.insert_many(self.created, now=now)
-        publishing.publish_many(
-            self.flow_execution, self.results, self.reused, self.planner.reusable
-        )
+        planner = self.planner
+        if planner.retiring:  # iterations a looped task planned here dropped
+            loop_steps.retire(planner.retiring, now=now)
+        results = self.results + planner.loop_results  # with looped tasks finished here
+        publishing.publish_many(self.flow_execution, results, self.reused, planner.reusable)
+        planner.loop_results, planner.retiring = [], []
         queued = [a for a in self.created if a.status == Status.QUEUED]
         if queued:  # the pure ones as the next group, the others as jobs
-            planning.enqueue(self.flow_execution, self.spec, queued)
+            planning.enqueue(self.flow_execution, self.spec, loop_steps.window(self.spec, queued))
         self.claimed, self.created, self.results, self.reused = [], [], [], []
 
     def _write(self) -> None:

@@ -19,7 +19,15 @@ from django.db import InterfaceError, OperationalError, transaction
 from django.utils import timezone
 
 from executions import jobs, leases, locking, selectors, transitions
-from executions.engine import planning, publishing, running, staleness, status, waves
+from executions.engine import (
+    advancing,
+    planning,
+    publishing,
+    running,
+    staleness,
+    status,
+    waves,
+)
 from executions.executors import ExecutorResult
 from executions.models import FlowExecution, TaskExecution
 from flowplatform import dbretry, rls
@@ -300,20 +308,39 @@ def finish(
     flow_execution = locking.lock_for_worker(attempt.flow_execution_id)
     spec = spec_for(flow_execution.flow_version)
     now = timezone.now()
+    looped = attempt.task_name in spec.tasks and spec.tasks[attempt.task_name].loop
     if result is None:
         if not transitions.fail(attempt.pk, error=error, now=now):
             return False
         retried = planning.retry(flow_execution, spec, attempt)
         created = [retried] if retried else []
+        if looped and not retried:
+            created = _loop_on(flow_execution, spec, attempt, failed=True)
     else:
         if not transitions.complete(attempt.pk, output=result.output, now=now):
             return False
-        publishing.publish_output(flow_execution, attempt.task_name, result.output, result.summary)
-        created = _move_on(flow_execution, spec, attempt, result)
+        if looped:
+            created = _loop_on(flow_execution, spec, attempt, failed=False)
+        else:
+            publishing.publish_output(
+                flow_execution, attempt.task_name, result.output, result.summary
+            )
+            created = _move_on(flow_execution, spec, attempt, result)
     status.refresh_status(
         flow_execution, spec, live=any(a.status in transitions.LIVE for a in created)
     )
     return True
+
+
+def _loop_on(
+    flow_execution: FlowExecution, spec: FlowSpec, attempt: TaskExecution, *, failed: bool
+) -> list[TaskExecution]:
+    """After an iteration of a looped task finished: the loop's next step (advancing.advance)
+    and, once the loop is done, its dependents as after any completed task."""
+    created, output = advancing.advance(flow_execution, spec, attempt, failed=failed)
+    if planning.pending(output):
+        return created
+    return created + _move_on(flow_execution, spec, attempt, ExecutorResult(output))
 
 
 def _move_on(

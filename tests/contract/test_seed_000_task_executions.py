@@ -49,10 +49,13 @@ RESPONSE_FIELDS = {
     # Explaining corrections (issue 5) adds these read-only fields to the seed's task execution.
     "stale_cause",
     "reused_from",
+    # Loops (issue 17): which iteration of a looped task the attempt is (null without a loop).
+    "iteration",
 }
 # The correction path adds these read-only fields to the seed's task execution in PUT answers.
 CORRECTION_FIELDS = {
     "stale_tasks",
+    "stale_iterations",
     "started_tasks",
     "new_attempts",
     "dry_run",

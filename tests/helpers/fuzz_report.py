@@ -1,7 +1,9 @@
-"""The schemathesis fuzz test's per-operation summary, printed at the end of every pytest run.
+"""The fuzz tests' summaries, printed at the end of every pytest run.
 
-tests/test_fuzz.py records each call here; the terminal summary hook prints one line per
-operation (calls, statuses seen, failures), so CI logs show what the fuzzer covered without -s.
+tests/test_fuzz.py records each schemathesis call here; the terminal summary hook prints one
+line per operation (calls, statuses seen, failures), so CI logs show what the fuzzer covered
+without -s. The engine property (random DAGs with loops, tests/helpers/fuzz_dags.py) gets a
+section too: examples, tasks by kind, corrections by target and mode, attempts run and reused.
 A pytest plugin: tests/conftest.py registers it (`pytest_plugins`).
 """
 
@@ -11,6 +13,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 import pytest
+
+from tests.helpers.fuzz_dags import DAG_STATS
 
 
 @dataclass
@@ -57,7 +61,19 @@ def _path_order(label: str) -> tuple[str, str]:
 FUZZ_STATS = FuzzStats()
 
 
+def _counts(counter: dict[str, int]) -> str:
+    return ", ".join(f"{name} {n}" for name, n in sorted(counter.items())) or "none"
+
+
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if DAG_STATS.examples:
+        terminalreporter.section("engine fuzzing: random DAGs with loops (tests/test_fuzz.py)")
+        terminalreporter.write_line(
+            f"{DAG_STATS.examples} examples, {DAG_STATS.seconds:.1f}s; "
+            f"tasks: {_counts(DAG_STATS.tasks)}"
+        )
+        terminalreporter.write_line(f"corrections: {_counts(DAG_STATS.corrections)}")
+        terminalreporter.write_line(f"attempts after corrections: {_counts(DAG_STATS.attempts)}")
     if not FUZZ_STATS.operations:
         return
     calls = sum(stats.calls for stats in FUZZ_STATS.operations.values())

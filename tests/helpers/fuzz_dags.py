@@ -1,0 +1,537 @@
+"""Random DAGs with looped tasks, random corrections, and a from-scratch reference evaluation:
+the model behind tests/test_fuzz.py's engine property (and its regressions).
+
+A DAG is a list of `Task`s, each a pure transform of one of four kinds (parents come earlier):
+
+- `num`: `OP([c, up[]][])`, OP max or sum, over its parents' outputs (lists are flattened) and
+  a constant `c`: an integer;
+- `list`: its parents' outputs and constants, flattened, optionally only those >= a threshold,
+  at most 5: a list of integers (what a for_each reads);
+- `each`: a for_each over an earlier list-producing task's output (a `list` or an `each`) or a
+  literal list; iteration k's input is its item, `c`, maybe `loop.index` and other parents'
+  outputs; its result `OP([item, c, (i,) up[]][])`; the task's output is the list of results
+  (sometimes with a max_parallel);
+- `until`: a loop whose round k reads `loop.previous.output.n` (or, on round 0, a base: an
+  earlier `num`/`until` task's value capped at 2, or a constant) and `loop.index`, and gives
+  `{n: previous n + 1}`, until `n >= threshold` (within `max_iterations`); its output is its
+  last round's.
+
+`evaluate` computes, in pure Python, what every task and every iteration gives from scratch
+over the corrections in force (`overrides`). A correction of a key (a plain task, `(name,
+None)`, or one iteration, `(name, k)`) replaces that key's result while the key's input stays
+the one it was corrected on; once the key is evaluated on another input the correction is
+gone (the engine ran it again), but a key that is not evaluated at all (an item that left the
+list, a round after the loop ended) keeps it — and keeps its last input, so that an item that
+comes back unchanged is reused (README "Early cutoff", notes on loops).
+
+`drive` runs a DAG through the API, applies the corrections (PUT of the GET body, output
+changed, status completed; with `execute_flow=true`, or without it and then `POST
+…/execute?only=stale`) and checks after the first run and after every step: the flow settles
+completed, every task's published output (its newest non-deleted TaskOutput) and every
+current attempt's input and output are what `evaluate` gives, the freshness invariant holds,
+and only keys whose own input changed ran again (every other iteration is reused or kept).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from hypothesis import strategies as st
+
+from executions.models import FlowExecution, TaskExecution
+from executions.selectors import freshness_violations, is_settled, latest_attempts
+from flows.services import create_flow
+from outputs.models import TaskOutput
+
+Key = tuple[str, int | None]  # a plain task: (name, None); an iteration: (name, k)
+KINDS = ("num", "list", "each", "until")
+LISTS = ("list", "each")  # kinds whose output is a list of integers
+VALUES = ("num", "until")  # kinds whose output reads as one integer
+MAX_ITEMS = 5
+
+
+class LoopExhausted(Exception):
+    """The reference's until loop used all its max_iterations (the test avoids it)."""
+
+
+def _same(a: Any, b: Any) -> bool:
+    """JSON equality as the engine compares (`true` is not `1`)."""
+    return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
+
+
+def _flat(values: list[Any]) -> list[Any]:
+    """JMESPath's `[]`: list elements spliced in, one level."""
+    found: list[Any] = []
+    for value in values:
+        found.extend(value if isinstance(value, list) else [value])
+    return found
+
+
+_OPS: dict[str, Callable[[list[int]], int]] = {"max": max, "sum": sum}
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str
+    kind: str
+    parents: tuple[str, ...] = ()  # read in `up` (num, each) or `v` (list)
+    consts: tuple[int, ...] = ()  # num/each: (c,); list: its constants; until: (base,)
+    op: str = "max"  # num/each: max or sum; list: take or filter
+    source: str | None = None  # each: the task whose output it iterates over
+    literal: tuple[int, ...] = ()  # each without a source: its literal list
+    with_index: bool = False  # each: the input reads loop.index too
+    max_parallel: int | None = None  # each: at most this many iterations in flight
+    threshold: int = 0  # list filter: keep >= it; until: stop at n >= it
+    base: str | None = None  # until: the task its round 0 starts from
+    max_iterations: int = 0  # until
+    # Kinds of the tasks it reads (`read` needs them to read an until task's `.n`).
+    kinds: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def looped(self) -> bool:
+        return self.kind in ("each", "until")
+
+    def _read(self, name: str) -> str:
+        suffix = ".n" if dict(self.kinds)[name] == "until" else ""
+        return f"${{{{ tasks.{name}.output{suffix} }}}}"
+
+    def definition(self) -> dict[str, Any]:
+        task: dict[str, Any] = {"name": self.name, "type": "transform"}
+        reads = [self._read(p) for p in self.parents]
+        if self.kind == "num":
+            task["input"] = {"up": reads, "c": self.consts[0]}
+            task["config"] = {"expression": f"{self.op}([c, up[]][])"}
+        elif self.kind == "list":
+            task["input"] = {"v": [*reads, *self.consts]}
+            kept = f" | [?@ >= `{self.threshold}`]" if self.op == "filter" else ""
+            task["config"] = {"expression": f"v[]{kept} | [:{MAX_ITEMS}]"}
+        elif self.kind == "each":
+            source = f"${{{{ tasks.{self.source}.output }}}}"
+            task["for_each"] = list(self.literal) if self.source is None else source
+            if self.max_parallel is not None:
+                task["max_parallel"] = self.max_parallel
+            task["input"] = {"item": "${{ loop.item }}", "c": self.consts[0], "up": reads}
+            terms = ["item", "c", *(["i"] if self.with_index else []), "up[]"]
+            if self.with_index:
+                task["input"]["i"] = "${{ loop.index }}"
+            task["config"] = {"expression": f"{self.op}([{', '.join(terms)}][])"}
+        else:
+            task["loop"] = {
+                "until": f"${{{{ output.n >= `{self.threshold}` }}}}",
+                "max_iterations": self.max_iterations,
+            }
+            task["input"] = {
+                "prev": "${{ loop.previous.output.n }}",
+                "base": self.consts[0] if self.base is None else self._read(self.base),
+                "i": "${{ loop.index }}",
+            }
+            task["config"] = {"expression": "{n: sum([not_null(prev, min([base, `2`])), `1`])}"}
+        return task
+
+    # The same, in Python -----------------------------------------------------------------
+
+    def _value(self, name: str, outputs: dict[str, Any]) -> Any:
+        value = outputs[name]
+        return value["n"] if dict(self.kinds)[name] == "until" else value
+
+    def plain_input(self, outputs: dict[str, Any]) -> Any:
+        reads = [self._value(p, outputs) for p in self.parents]
+        if self.kind == "num":
+            return {"up": reads, "c": self.consts[0]}
+        return {"v": [*reads, *self.consts]}
+
+    def plain_result(self, given: Any) -> Any:
+        if self.kind == "num":
+            return _OPS[self.op]([given["c"], *_flat(given["up"])])
+        values = _flat(given["v"])
+        if self.op == "filter":
+            values = [v for v in values if v >= self.threshold]
+        return values[:MAX_ITEMS]
+
+    def items(self, outputs: dict[str, Any]) -> list[Any]:
+        return list(self.literal) if self.source is None else outputs[self.source]
+
+    def item_input(self, outputs: dict[str, Any], item: Any, index: int) -> Any:
+        given = {
+            "item": item,
+            "c": self.consts[0],
+            "up": [self._value(p, outputs) for p in self.parents],
+        }
+        if self.with_index:
+            given["i"] = index
+        return given
+
+    def item_result(self, given: Any) -> Any:
+        terms = [given["item"], given["c"], *([given["i"]] if self.with_index else [])]
+        return _OPS[self.op]([*terms, *_flat(given["up"])])
+
+    def round_input(self, outputs: dict[str, Any], previous: Any, index: int) -> Any:
+        base = self.consts[0] if self.base is None else self._value(self.base, outputs)
+        prev = previous.get("n") if isinstance(previous, dict) else None
+        return {"prev": prev, "base": base, "i": index}
+
+    def round_result(self, given: Any) -> Any:
+        start = given["prev"] if given["prev"] is not None else min(given["base"], 2)
+        return {"n": start + 1}
+
+    def holds(self, output: Any) -> bool:
+        n = output.get("n") if isinstance(output, dict) else None
+        return isinstance(n, int) and n >= self.threshold
+
+    def correction(self, value: int, items: list[int], current: Any) -> Any:
+        """The output a correction of one of its keys gives (value, items: drawn; current:
+        the key's result now). A list is edited as people do: one item changed, one added,
+        the last dropped, or all of it replaced."""
+        if self.kind == "num" or self.kind == "each":
+            return value
+        if self.kind == "until":
+            return {"n": value}
+        edited = list(current)
+        if not items:
+            return edited[:-1]
+        if len(items) == 1 and edited:
+            edited[value % len(edited)] = items[0]
+            return edited
+        if len(items) == 2:
+            return [*edited, items[0]][:MAX_ITEMS]
+        return items[:MAX_ITEMS]
+
+
+@dataclass
+class Evaluation:
+    outputs: dict[str, Any]  # task → its output
+    keys: dict[Key, tuple[Any, Any]]  # key → (input, result), in task then iteration order
+
+
+def evaluate(tasks: list[Task], overrides: dict[Key, tuple[Any, Any]]) -> Evaluation:
+    """Every task's output and every key's input and result, from scratch, over the
+    corrections in force (key → (input it was corrected on, corrected result))."""
+    outputs: dict[str, Any] = {}
+    keys: dict[Key, tuple[Any, Any]] = {}
+
+    def result(key: Key, given: Any, compute: Callable[[Any], Any]) -> Any:
+        override = overrides.get(key)
+        value = override[1] if override and _same(override[0], given) else compute(given)
+        keys[key] = (given, value)
+        return value
+
+    for task in tasks:
+        if task.kind in ("num", "list"):
+            given = task.plain_input(outputs)
+            outputs[task.name] = result((task.name, None), given, task.plain_result)
+        elif task.kind == "each":
+            outputs[task.name] = [
+                result((task.name, k), task.item_input(outputs, item, k), task.item_result)
+                for k, item in enumerate(task.items(outputs))
+            ]
+        else:
+            previous = None
+            for k in range(task.max_iterations):
+                given = task.round_input(outputs, previous, k)
+                previous = result((task.name, k), given, task.round_result)
+                if task.holds(previous):
+                    break
+            else:
+                raise LoopExhausted(task.name)
+            outputs[task.name] = previous
+    return Evaluation(outputs, keys)
+
+
+class Model:
+    """The corrections in force and what was last evaluated, step after step."""
+
+    def __init__(self, tasks: list[Task]) -> None:
+        self.tasks = tasks
+        self.by_name = {task.name: task for task in tasks}
+        self.looped = {task.name for task in tasks if task.looped}
+        self.overrides: dict[Key, tuple[Any, Any]] = {}
+        self.now = evaluate(tasks, self.overrides)
+        self.inputs: dict[Key, Any] = {key: given for key, (given, _) in self.now.keys.items()}
+
+    def targets(self) -> list[Key]:
+        return list(self.now.keys)
+
+    def exhausts(self, key: Key, output: Any) -> bool:
+        """Would correcting `key` to `output` make an until loop use all its iterations?"""
+        try:
+            evaluate(self.tasks, {**self.overrides, key: (self.now.keys[key][0], output)})
+        except LoopExhausted:
+            return True
+        return False
+
+    def correct(self, key: Key, output: Any) -> set[Key]:
+        """Apply a correction of `key` to `output`; the keys whose input changed (or that are
+        new), which alone may run again."""
+        overrides = {**self.overrides, key: (self.now.keys[key][0], output)}
+        now = evaluate(self.tasks, overrides)
+        for evaluated, (given, _) in now.keys.items():
+            kept = overrides.get(evaluated)
+            if kept is not None and not _same(kept[0], given):
+                del overrides[evaluated]  # it ran on another input: the correction is gone
+        changed = {
+            k
+            for k, (given, _) in now.keys.items()
+            if k not in self.inputs or not _same(self.inputs[k], given)
+        }
+        self.overrides, self.now = overrides, now
+        self.inputs.update({k: given for k, (given, _) in now.keys.items()})
+        return changed
+
+
+# Strategies -------------------------------------------------------------------------------
+
+
+@st.composite
+def looped_dags(draw: st.DrawFn, max_tasks: int = 8) -> list[Task]:
+    """2..max_tasks tasks t0, t1, …; at least one looped."""
+    size = draw(st.integers(min_value=2, max_value=max_tasks))
+    tasks: list[Task] = []
+    small = st.integers(0, 4)
+    for i in range(size):
+        earlier = {t.name: t.kind for t in tasks}
+        kind = draw(st.sampled_from(("each", "num", "list", "until")))
+        if i == size - 1 and not any(t.looped for t in tasks) and kind not in ("each", "until"):
+            kind = "each"
+        parents = tuple(
+            sorted(draw(st.sets(st.sampled_from(sorted(earlier)), max_size=3)) if earlier else ())
+        )
+        name = f"t{i}"
+        if kind == "num":
+            task = Task(name, kind, parents, (draw(small),), draw(st.sampled_from(("max", "sum"))))
+        elif kind == "list":
+            consts = tuple(draw(st.lists(small, max_size=3)))
+            op = draw(st.sampled_from(("take", "filter")))
+            task = Task(name, kind, parents, consts, op, threshold=draw(st.integers(1, 3)))
+        elif kind == "each":
+            sources = sorted(n for n, k in earlier.items() if k in LISTS)
+            source = draw(st.sampled_from([None, *sources])) if sources else None
+            literal = () if source is not None else tuple(draw(st.lists(small, max_size=4)))
+            others = tuple(p for p in parents if p != source)
+            task = Task(
+                name,
+                kind,
+                others,
+                (draw(small),),
+                draw(st.sampled_from(("max", "sum"))),
+                source=source,
+                literal=literal,
+                with_index=draw(st.booleans()),
+                max_parallel=draw(st.sampled_from((None, None, 1, 2))),
+            )
+            parents = (*others, *([source] if source else []))
+        else:
+            bases = sorted(n for n, k in earlier.items() if k in VALUES)
+            base = draw(st.sampled_from([None, *bases])) if bases else None
+            task = Task(
+                name,
+                kind,
+                (),
+                (draw(small),),
+                threshold=draw(st.integers(1, 4)),
+                base=base,
+                max_iterations=draw(st.integers(4, 8)),
+            )
+            parents = (base,) if base else ()
+        kinds = tuple((p, earlier[p]) for p in parents)
+        tasks.append(replace(task, kinds=kinds))
+    return tasks
+
+
+# A step: (which target, execute_flow, a value, a list of values).
+steps = st.lists(
+    st.tuples(
+        st.integers(0, 40),
+        st.booleans(),
+        st.integers(0, 4),
+        st.lists(st.integers(0, 4), max_size=MAX_ITEMS),
+    ),
+    min_size=1,
+    max_size=5,
+)
+
+
+# Driving the engine --------------------------------------------------------------------------
+
+
+@dataclass
+class DagStats:
+    """What the property covered, for fuzz_report's summary."""
+
+    examples: int = 0
+    tasks: dict[str, int] = field(default_factory=dict)
+    corrections: dict[str, int] = field(default_factory=dict)  # by target kind and mode
+    attempts: dict[str, int] = field(default_factory=dict)  # ran / reused, in steps
+    seconds: float = 0.0
+
+    def add(self, counter: dict[str, int], name: str, n: int = 1) -> None:
+        counter[name] = counter.get(name, 0) + n
+
+
+DAG_STATS = DagStats()
+
+
+def flow_definition(tasks: list[Task]) -> str:
+    return json.dumps({"tasks": [task.definition() for task in tasks]})
+
+
+def describe(tasks: list[Task], applied: list[tuple[Key, bool, Any]]) -> str:
+    """The example as it reads in a failure: the definition and the corrections made."""
+    lines = [json.dumps(task.definition()) for task in tasks]
+    lines += [f"correct {key} to {json.dumps(out)} execute_flow={ex}" for key, ex, out in applied]
+    return "\n".join(lines)
+
+
+def current_attempts(fe: str, looped: set[str]) -> dict[Key, TaskExecution]:
+    """Each key's current attempt (of a looped task, its current iterations: not the attempt
+    standing for the whole task, as an empty for_each's)."""
+    members: dict[Key, Any] = {}
+    for name, attempt in latest_attempts(uuid.UUID(fe)).items():
+        for member in attempt.members or (attempt,):
+            if name in looped and member.iteration is None:
+                continue
+            members[(name, member.iteration)] = member.id
+    rows = TaskExecution.objects.in_bulk(list(members.values()))
+    return {key: rows[pk] for key, pk in members.items()}
+
+
+def published(fe: str, names: list[str]) -> dict[str, Any]:
+    """Each task's current output: its newest non-deleted TaskOutput (created_at, then id)."""
+    found: dict[str, Any] = {}
+    rows = TaskOutput.objects.filter(flow_execution_id=fe).exclude(status="deleted")
+    for row in rows.order_by("created_at", "id").values("task_name", "output", "status"):
+        found[row["task_name"]] = (row["output"], row["status"])
+    return {name: found.get(name, ("<no output>", None)) for name in names}
+
+
+def check(fe: str, model: Model, context: str) -> None:
+    """After the flow settles: it completed, the freshness invariant holds, and the published
+    outputs and current attempts are what the from-scratch evaluation gives."""
+    flow_execution = FlowExecution.objects.get(pk=fe)
+    assert is_settled(flow_execution), context
+    assert flow_execution.status == "completed", f"flow {flow_execution.status}\n{context}"
+    assert freshness_violations(flow_execution) == [], context
+    names = [task.name for task in model.tasks]
+    expected = {name: (model.now.outputs[name], "completed") for name in names}
+    got = published(fe, names)
+    assert json.dumps(got, sort_keys=True) == json.dumps(expected, sort_keys=True), (
+        f"published outputs\n got {got}\nwant {expected}\n{context}"
+    )
+    attempts = current_attempts(fe, model.looped)
+    got_keys, want_keys = sorted(attempts, key=str), sorted(model.now.keys, key=str)
+    assert got_keys == want_keys, f"current keys {got_keys} want {want_keys}\n{context}"
+    for key, attempt in attempts.items():
+        want = model.now.keys[key]
+        assert attempt.status == "completed", f"{key} is {attempt.status}\n{context}"
+        stored = (attempt.input, attempt.output)
+        assert _same(stored, want), f"{key}: (input, output) {stored} want {want}\n{context}"
+
+
+def check_minimal(fe: str, before: set[Any], changed: set[Key], model: Model, context: str) -> None:
+    """Of the attempts a step created, only keys whose own input changed ran (a new attempt,
+    completed, reused_from null); the others were reused on the same input and output."""
+    new = TaskExecution.objects.filter(flow_execution_id=fe).exclude(pk__in=before)
+    for attempt in new:
+        task = model.by_name[attempt.task_name]
+        key = (attempt.task_name, attempt.iteration)
+        if task.looped and attempt.iteration is None:
+            continue  # an empty for_each's whole-task attempt
+        if attempt.reused_from_id is None:
+            DAG_STATS.add(DAG_STATS.attempts, "ran")
+            assert attempt.status != "completed" or key in changed, (
+                f"{key} ran again though its input {attempt.input} did not change\n{context}"
+            )
+        else:
+            DAG_STATS.add(DAG_STATS.attempts, "reused")
+            source = TaskExecution.objects.get(pk=attempt.reused_from_id)
+            assert _same((attempt.input, attempt.output), (source.input, source.output)), (
+                f"{key} reused {source.pk} on another input or output\n{context}"
+            )
+
+
+def start(tenant: Any, tasks: list[Task]) -> str:
+    flow = create_flow(
+        tenant.org, name=f"dag-{uuid.uuid4().hex[:8]}", definition=flow_definition(tasks), actor="t"
+    )
+    response = tenant.client.post("/flow-executions", {"flow_id": str(flow.id)}, format="json")
+    assert response.status_code == 201, response.json()
+    return response.json()["id"]
+
+
+def put(tenant: Any, attempt: TaskExecution, output: Any, execute: bool) -> Any:
+    """PUT the attempt's GET body with `output` and status completed."""
+    body = tenant.client.get(f"/task-executions/{attempt.id}").json()
+    body.update(output=output, status="completed")
+    query = "?execute_flow=true" if execute else ""
+    return tenant.client.put(f"/task-executions/{attempt.id}{query}", body, format="json")
+
+
+def drive(tenant: Any, tasks: list[Task], plan: list[tuple[int, bool, int, list[int]]]) -> None:
+    """Run `tasks`, apply the corrections of `plan`, checking after the run and every step."""
+    started = time.monotonic()
+    DAG_STATS.examples += 1
+    for task in tasks:
+        DAG_STATS.add(DAG_STATS.tasks, task.kind)
+    model = Model(tasks)
+    applied: list[tuple[Key, bool, Any]] = []
+    fe = start(tenant, tasks)
+    check(fe, model, describe(tasks, applied))
+    for index, execute, value, items in plan:
+        targets = model.targets()
+        if not targets:
+            break  # nothing to correct: every for_each is empty
+        key = targets[index % len(targets)]
+        task = model.by_name[key[0]]
+        output = task.correction(value, items, model.now.keys[key][1])
+        if model.exhausts(key, output):  # an until loop would use all its iterations
+            output = {"n": task.threshold}  # holds: the loop ends on this round
+        if not execute and resumes_nothing(model, key, output):
+            execute = True  # KNOWN_BUGS["until-last-round"]: ?only=stale would not resume it
+        changed = model.correct(key, output)
+        applied.append((key, execute, output))
+        context = describe(tasks, applied)
+        attempt = current_attempts(fe, model.looped)[key]
+        before = set(
+            TaskExecution.objects.filter(flow_execution_id=fe).values_list("pk", flat=True)
+        )
+        response = put(tenant, attempt, output, execute)
+        assert response.status_code == 200, f"{response.json()}\n{context}"
+        if not execute:
+            flow_execution = FlowExecution.objects.get(pk=fe)
+            assert is_settled(flow_execution), context
+            assert freshness_violations(flow_execution) == [], context
+            response = tenant.client.post(f"/flow-executions/{fe}/execute?only=stale")
+            assert response.status_code in (200, 202), f"{response.json()}\n{context}"
+        kind = f"{task.kind}{'' if key[1] is None else ' iteration'}"
+        DAG_STATS.add(
+            DAG_STATS.corrections, f"{kind}, {'execute_flow' if execute else 'then ?only=stale'}"
+        )
+        check(fe, model, context)
+        check_minimal(fe, before, changed, model, context)
+    retired = TaskExecution.objects.filter(flow_execution_id=fe, stale_reason="iteration_removed")
+    DAG_STATS.add(DAG_STATS.attempts, "retired", retired.count())
+    DAG_STATS.seconds += time.monotonic() - started
+
+
+# Product bugs the property found, each kept as an xfail regression in
+# tests/test_fuzz_regressions.py; the property steps around them until they are fixed.
+KNOWN_BUGS = {
+    # Correcting an until loop's last round so that its condition no longer holds, without
+    # execute_flow: no later round goes stale, so the task stays completed and
+    # ?only=stale never resumes the loop (its published output is the old last round's).
+    # test_an_until_loop_whose_last_round_no_longer_holds_resumes_on_only_stale
+    "until-last-round": True,
+}
+
+
+def resumes_nothing(model: Model, key: Key, output: Any) -> bool:
+    """Would this correction hit KNOWN_BUGS["until-last-round"]?"""
+    task = model.by_name[key[0]]
+    if not KNOWN_BUGS["until-last-round"] or task.kind != "until":
+        return False
+    last = max(k for name, k in model.now.keys if name == task.name)
+    return key[1] == last and not task.holds(output)
