@@ -489,8 +489,8 @@ def drive(tenant: Any, tasks: list[Task], plan: list[tuple[int, bool, int, list[
         output = task.correction(value, items, model.now.keys[key][1])
         if model.exhausts(key, output):  # an until loop would use all its iterations
             output = {"n": task.threshold}  # holds: the loop ends on this round
-        if not execute and resumes_nothing(model, key, output):
-            execute = True  # KNOWN_BUGS["until-last-round"]: ?only=stale would not resume it
+        if not execute and any(steps_around(model, key, output) for steps_around in KNOWN_BUGS):
+            execute = True  # a known bug (KNOWN_BUGS) would fail the property here
         changed = model.correct(key, output)
         applied.append((key, execute, output))
         context = describe(tasks, applied)
@@ -517,21 +517,9 @@ def drive(tenant: Any, tasks: list[Task], plan: list[tuple[int, bool, int, list[
     DAG_STATS.seconds += time.monotonic() - started
 
 
-# Product bugs the property found, each kept as an xfail regression in
-# tests/test_fuzz_regressions.py; the property steps around them until they are fixed.
-KNOWN_BUGS = {
-    # Correcting an until loop's last round so that its condition no longer holds, without
-    # execute_flow: no later round goes stale, so the task stays completed and
-    # ?only=stale never resumes the loop (its published output is the old last round's).
-    # test_an_until_loop_whose_last_round_no_longer_holds_resumes_on_only_stale
-    "until-last-round": True,
-}
-
-
-def resumes_nothing(model: Model, key: Key, output: Any) -> bool:
-    """Would this correction hit KNOWN_BUGS["until-last-round"]?"""
-    task = model.by_name[key[0]]
-    if not KNOWN_BUGS["until-last-round"] or task.kind != "until":
-        return False
-    last = max(k for name, k in model.now.keys if name == task.name)
-    return key[1] == last and not task.holds(output)
+# Product bugs the property found and that are not fixed yet: each a predicate (model, key,
+# output) telling when a correction without execute_flow would hit it, so the property makes
+# that correction with execute_flow instead; each kept as an xfail(strict=True) regression in
+# tests/test_fuzz_regressions.py. Empty: the one found (an until loop's last round corrected so
+# its condition no longer holds, test_an_until_loop_whose_last_round_no_longer_holds_…) is fixed.
+KNOWN_BUGS: list[Callable[[Model, Key, Any], bool]] = []
