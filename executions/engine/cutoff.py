@@ -42,6 +42,11 @@ class PastAttempt:
     completed_at: datetime | None
     stale_reason: str
     stale_upstream_task: str
+    # An attempt of a looped task (engine.iterating): its iteration, idx, and the corrected
+    # iteration its stale cause names.
+    iteration: int | None = None
+    idx: int = 0
+    stale_upstream_iteration: int | None = None
 
 
 @dataclass(frozen=True)
@@ -71,6 +76,16 @@ def may_cut_off(latest: Attempt, rerun: str) -> bool:
     )
 
 
+def own_doubt(attempt: PastAttempt) -> bool:
+    """Does its stale cause name the attempt itself (a person marked it stale)? For an
+    iteration of a looped task: itself, not another iteration of its task (an until loop's
+    rounds after a corrected one are outdated, not doubted)."""
+    return attempt.stale_upstream_task == attempt.task_name and (
+        attempt.stale_upstream_iteration is None
+        or attempt.stale_upstream_iteration == attempt.iteration
+    )
+
+
 def doubted(attempt: PastAttempt, reexecuted_at: datetime | None) -> bool:
     """Was this attempt's own result thrown away (not merely outdated by a change upstream)?
 
@@ -80,8 +95,7 @@ def doubted(attempt: PastAttempt, reexecuted_at: datetime | None) -> bool:
     if attempt.status == Status.DELETED:
         return True
     if attempt.status == Status.STALE and (
-        attempt.stale_reason in DISCARDING_CAUSES
-        or attempt.stale_upstream_task == attempt.task_name
+        attempt.stale_reason in DISCARDING_CAUSES or own_doubt(attempt)
     ):
         return True
     return (

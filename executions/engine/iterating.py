@@ -20,50 +20,35 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from executions import iterations, transitions
-from executions.engine.cutoff import DISCARDING_CAUSES, UPSTREAM_CAUSES
+from executions import iterations, selectors, transitions
+from executions.engine.cutoff import UPSTREAM_CAUSES, PastAttempt, own_doubt, previous_completed
 from executions.executors import default_summary, get_executor
 from executions.models import FlowExecution, StaleReason, TaskExecution
 from executions.transitions import Move
 from flowplatform.canonical import same_json
 from flows import loops
 from flows.definitions import FlowSpec, TaskSpec
-from flows.expressions import ExpressionError, resolve
+from flows.expressions import ExpressionError
 
 Status = TaskExecution.Status
 # Causes after which an iteration's earlier result may come back when its input is the same.
 REUSABLE_CAUSES = frozenset({*UPSTREAM_CAUSES, StaleReason.ITERATION_REMOVED})
 
 
-@dataclass(frozen=True)
-class Past:
-    """An attempt of a looped task, as planning looks back at it."""
-
-    id: uuid.UUID
-    iteration: int | None
-    idx: int
-    status: str
-    input: Any
-    output: Any
-    completed_at: datetime | None
-    stale_reason: str
-    stale_upstream_task: str
-    stale_upstream_iteration: int | None
-    task_name: str
-
-
+# An attempt of a looped task, as planning looks back at it (the fields early cutoff reads).
+Past = PastAttempt
 _PAST_COLUMNS = (
     "id",
-    "iteration",
-    "task_execution_idx",
+    "task_name",
     "status",
     "input",
     "output",
     "completed_at",
     "stale_reason",
     "stale_upstream_task",
+    "iteration",
+    "task_execution_idx",
     "stale_upstream_iteration",
-    "task_name",
 )
 
 
@@ -102,44 +87,13 @@ def by_iteration(history: Iterable[Past]) -> dict[int, list[Past]]:
     return found
 
 
-def _own_doubt(attempt: Past) -> bool:
-    """Was this iteration's own result thrown away by a person (marked stale itself)?"""
-    return attempt.stale_upstream_task == attempt.task_name and (
-        attempt.stale_upstream_iteration is None
-        or attempt.stale_upstream_iteration == attempt.iteration
-    )
-
-
 def _may_reuse(current: Past, task: TaskSpec) -> bool:
     return (
         task.rerun == "on_input_change"
         and current.status == Status.STALE
         and current.stale_reason in REUSABLE_CAUSES
-        and not _own_doubt(current)
+        and not own_doubt(current)
     )
-
-
-def previous_result(attempts: list[Past], reexecuted_at: datetime | None) -> Past | None:
-    """The iteration's newest attempt with a result, looking back no further than one whose
-    own result was thrown away (as cutoff.previous_completed for a task)."""
-    for attempt in attempts:
-        if attempt.status == Status.DELETED or (
-            attempt.status == Status.STALE
-            and (attempt.stale_reason in DISCARDING_CAUSES or _own_doubt(attempt))
-        ):
-            return None
-        if (
-            reexecuted_at is not None
-            and attempt.completed_at is not None
-            and attempt.completed_at < reexecuted_at
-        ):
-            return None
-        if attempt.completed_at is not None and attempt.status in {
-            Status.COMPLETED,
-            Status.STALE,
-        }:
-            return attempt
-    return None
 
 
 def loop_output(task: TaskSpec, members: list[Past]) -> tuple[Any, dict]:
@@ -162,11 +116,6 @@ def loop_output(task: TaskSpec, members: list[Past]) -> tuple[Any, dict]:
     return output, summary
 
 
-def current_members(history: list[Past]) -> list[Past]:
-    """The task's current attempts (executions.iterations.current), from its history."""
-    return iterations.current(history)
-
-
 # Planning -------------------------------------------------------------------------------------
 
 
@@ -180,11 +129,12 @@ class _Context:
     now: datetime
     next_idx: int
 
-    def base(self) -> dict[str, Any]:
-        return {
-            "flow": {"input": self.flow_execution.input},
-            "tasks": {name: {"output": self.outputs.get(name)} for name in self.task.upstream},
-        }
+    def resolve(self, template: Any, loop: dict[str, Any] | None = None) -> Any:
+        """`template` over the flow input, the upstream outputs and `loop`
+        (selectors.resolve_task_input)."""
+        return selectors.resolve_task_input(
+            self.spec, self.task.name, self.flow_execution.input, self.outputs, template, loop=loop
+        )
 
     def new(self, move: Move, iteration: int | None, **fields: Any) -> TaskExecution:
         attempt = transitions.new_attempt(
@@ -216,9 +166,31 @@ class _Context:
             completed_at=self.now,
         )
 
-    def failure(self, message: str, kind: str = "LoopError") -> TaskExecution:
+    def failure(
+        self, message: str, kind: str = "LoopError", iteration: int | None = None
+    ) -> TaskExecution:
         error = {"type": kind, "message": message}
-        return self.new(transitions.UNRESOLVABLE, None, error=error)
+        return self.new(transitions.UNRESOLVABLE, iteration, error=error)
+
+    def step(
+        self, index: int, fresh: Any, own: Past | None, attempts: list[Past]
+    ) -> tuple[Past, TaskExecution | None]:
+        """Iteration `index` on input `fresh` (`own`: its latest attempt, `attempts`: all of
+        them, newest first), as early cutoff decides a task: its completed attempt on the
+        same input is kept (no new attempt); else a stale one's earlier result on the same
+        input is reused; else it runs. Returns its current attempt and the new one, if any."""
+        if own is not None and own.status == Status.COMPLETED and same_json(own.input, fresh):
+            return own, None
+        earlier = (
+            previous_completed(attempts, self.flow_execution.reexecuted_at)
+            if own is not None and _may_reuse(own, self.task)
+            else None
+        )
+        if earlier is not None and same_json(earlier.input, fresh):
+            attempt = self.reuse(index, fresh, earlier)
+        else:
+            attempt = self.run(index, fresh)
+        return _as_past(attempt), attempt
 
 
 def plan(
@@ -243,7 +215,8 @@ def plan(
     return _plan_for_each(context, history)
 
 
-def _current(history: list[Past]) -> dict[int, Past]:
+def current_by_iteration(history: list[Past]) -> dict[int, Past]:
+    """Each iteration's latest attempt (retired ones included)."""
     return {i: attempts[0] for i, attempts in by_iteration(history).items()}
 
 
@@ -255,9 +228,9 @@ def _markers(history: list[Past]) -> list[uuid.UUID]:
 def _plan_for_each(context: _Context, history: list[Past]) -> LoopPlan:
     task = context.task
     result = LoopPlan()
-    current = _current(history)
+    current = current_by_iteration(history)
     try:
-        items = loops.items_of(resolve(task.for_each, context.base()))
+        items = loops.items_of(context.resolve(task.for_each))
     except (ExpressionError, loops.LoopError) as exc:
         result.retire = [a.id for a in current.values() if not iterations.retired(a)]
         result.retire += _markers(history)
@@ -267,34 +240,19 @@ def _plan_for_each(context: _Context, history: list[Past]) -> LoopPlan:
         return result
     attempts = by_iteration(history)
     members: list[Past] = []
-    pending = False
-    reexecuted_at = context.flow_execution.reexecuted_at
     for index, item in enumerate(items):
-        loop_context = {**context.base(), "loop": loops.for_each_context(item, index)}
         try:
-            fresh = resolve(task.input, loop_context)
+            fresh = context.resolve(task.input, loops.for_each_context(item, index))
         except ExpressionError as exc:
-            error = {"type": "ExpressionError", "message": str(exc)}
-            attempt = context.new(transitions.UNRESOLVABLE, index, error=error)
-            result.created.append(attempt)
-            members.append(_as_past(attempt))
-            continue
-        own = current.get(index)
-        if own is not None and own.status == Status.COMPLETED and same_json(own.input, fresh):
-            members.append(own)
-            continue
-        earlier = (
-            previous_result(attempts[index], reexecuted_at)
-            if own is not None and _may_reuse(own, task)
-            else None
-        )
-        if earlier is not None and same_json(earlier.input, fresh):
-            attempt = context.reuse(index, fresh, earlier)
+            attempt = context.failure(str(exc), "ExpressionError", index)
+            member = _as_past(attempt)
         else:
-            attempt = context.run(index, fresh)
-            pending = True
-        result.created.append(attempt)
-        members.append(_as_past(attempt))
+            member, attempt = context.step(
+                index, fresh, current.get(index), attempts.get(index, [])
+            )
+        members.append(member)
+        if attempt is not None:
+            result.created.append(attempt)
     result.retire = [
         a.id for i, a in current.items() if i >= len(items) and not iterations.retired(a)
     ] + _markers(history)
@@ -303,7 +261,7 @@ def _plan_for_each(context: _Context, history: list[Past]) -> LoopPlan:
             transitions.EMPTY_LOOP, None, input=[], output=[], completed_at=context.now
         )
         result.created.append(attempt)
-    if not pending:
+    if not any(m.status in transitions.LIVE for m in members):
         failed = any(m.status == Status.FAILED for m in members)
         if failed and not task.tolerate_failures:
             result.failed = True
@@ -316,45 +274,31 @@ def _plan_for_each(context: _Context, history: list[Past]) -> LoopPlan:
 def _plan_until(context: _Context, history: list[Past]) -> LoopPlan:
     task = context.task
     result = LoopPlan(retire=_markers(history))
-    current = _current(history)
+    current = current_by_iteration(history)
     attempts = by_iteration(history)
-    reexecuted_at = context.flow_execution.reexecuted_at
     members: list[Past] = []
     previous_output = None
     # The setting may have been lowered since the definition was saved: it holds at run time.
     maximum = min(task.max_iterations or 1, loops.max_iterations_limit())
     limit = "max_iterations" if maximum == task.max_iterations else "FLOWPLATFORM_MAX_ITERATIONS"
     for index in range(maximum):
-        loop_context = {**context.base(), "loop": loops.until_context(index, previous_output)}
         try:
-            fresh = resolve(task.input, loop_context)
+            fresh = context.resolve(task.input, loops.until_context(index, previous_output))
         except ExpressionError as exc:
-            error = {"type": "ExpressionError", "message": str(exc)}
-            result.created.append(context.new(transitions.UNRESOLVABLE, index, error=error))
+            result.created.append(context.failure(str(exc), "ExpressionError", index))
             result.failed = True
             break
-        own = current.get(index)
-        if own is not None and own.status == Status.COMPLETED and same_json(own.input, fresh):
-            output = own.output
-            members.append(own)
-        else:
-            earlier = (
-                previous_result(attempts[index], reexecuted_at)
-                if own is not None and _may_reuse(own, task)
-                else None
-            )
-            if earlier is None or not same_json(earlier.input, fresh):
-                result.created.append(context.run(index, fresh))
-                break  # this round runs; the loop goes on when it completes
-            attempt = context.reuse(index, fresh, earlier)
+        member, attempt = context.step(index, fresh, current.get(index), attempts.get(index, []))
+        if attempt is not None:
             result.created.append(attempt)
-            members.append(_as_past(attempt))
-            output = earlier.output
-        if loops.until_holds(task.until or "", output, index):
+        if member.status in transitions.LIVE:
+            break  # this round runs; the loop goes on when it completes
+        members.append(member)
+        if loops.until_holds(task.until or "", member.output, index):
             result.done = True
             result.output, result.summary = loop_output(task, members)
             break
-        previous_output = output
+        previous_output = member.output
     else:
         result.created.append(
             context.failure(
@@ -374,14 +318,14 @@ def _plan_until(context: _Context, history: list[Past]) -> LoopPlan:
 def _as_past(attempt: TaskExecution) -> Past:
     return Past(
         attempt.id,
-        attempt.iteration,
-        attempt.task_execution_idx,
+        attempt.task_name,
         attempt.status,
         attempt.input,
         attempt.output,
         attempt.completed_at,
         attempt.stale_reason,
         attempt.stale_upstream_task,
-        attempt.stale_upstream_iteration,
-        attempt.task_name,
+        iteration=attempt.iteration,
+        idx=attempt.task_execution_idx,
+        stale_upstream_iteration=attempt.stale_upstream_iteration,
     )

@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import Any
 
 from executions import iterations, transitions
-from executions.engine.iterating import Past, by_iteration, current_members, loop_output
+from executions.engine.iterating import Past, current_by_iteration, loop_output
 from executions.models import FlowExecution, StaleReason, TaskExecution
 from flows.definitions import FlowSpec, TaskSpec
 
@@ -23,7 +23,7 @@ def settle_for_each(task: TaskSpec, history: list[Past]) -> tuple[Any, dict] | N
     """The for_each's output and summary once every current iteration has a result (a failure
     counts only when the task tolerates failures); None while one must still run or one
     failed for good."""
-    members = current_members(history)
+    members = iterations.current(history)
     if not members or any(m.iteration is None for m in members):
         return None
     for member in members:
@@ -84,7 +84,7 @@ def later_iterations(history: list[Past], iteration: int) -> list[Past]:
     """An until loop's current iterations after `iteration` (a correction outdates them)."""
     return [
         a
-        for i, a in {i: a[0] for i, a in by_iteration(history).items()}.items()
+        for i, a in current_by_iteration(history).items()
         if i > iteration and not iterations.retired(a)
     ]
 
