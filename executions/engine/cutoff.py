@@ -49,6 +49,19 @@ class PastAttempt:
     stale_upstream_iteration: int | None = None
 
 
+# The columns of a task's PastAttempt, in its fields' order.
+PAST_COLUMNS = (
+    "id",
+    "task_name",
+    "status",
+    "input",
+    "output",
+    "completed_at",
+    "stale_reason",
+    "stale_upstream_task",
+)
+
+
 @dataclass(frozen=True)
 class Reusable:
     """A stale task's previous completed attempt, and the result its reuse would keep."""
@@ -153,16 +166,7 @@ def reusable_attempts(
     for row in (
         TaskExecution.objects.filter(flow_execution=flow_execution, task_name__any_of=eligible)
         .order_by("task_name", "-task_execution_idx")
-        .values_list(
-            "id",
-            "task_name",
-            "status",
-            "input",
-            "output",
-            "completed_at",
-            "stale_reason",
-            "stale_upstream_task",
-        )
+        .values_list(*PAST_COLUMNS)
     ):
         history.setdefault(row[1], []).append(PastAttempt(*row))
     previous = {

@@ -21,7 +21,13 @@ from datetime import datetime
 from typing import Any
 
 from executions import iterations, selectors, transitions
-from executions.engine.cutoff import UPSTREAM_CAUSES, PastAttempt, own_doubt, previous_completed
+from executions.engine.cutoff import (
+    PAST_COLUMNS,
+    UPSTREAM_CAUSES,
+    PastAttempt,
+    own_doubt,
+    previous_completed,
+)
 from executions.executors import default_summary, get_executor
 from executions.models import FlowExecution, StaleReason, TaskExecution
 from executions.transitions import Move
@@ -37,19 +43,7 @@ REUSABLE_CAUSES = frozenset({*UPSTREAM_CAUSES, StaleReason.ITERATION_REMOVED})
 
 # An attempt of a looped task, as planning looks back at it (the fields early cutoff reads).
 Past = PastAttempt
-_PAST_COLUMNS = (
-    "id",
-    "task_name",
-    "status",
-    "input",
-    "output",
-    "completed_at",
-    "stale_reason",
-    "stale_upstream_task",
-    "iteration",
-    "task_execution_idx",
-    "stale_upstream_iteration",
-)
+_PAST_COLUMNS = (*PAST_COLUMNS, "iteration", "task_execution_idx", "stale_upstream_iteration")
 
 
 def read_history(flow_execution: FlowExecution, task: str) -> list[Past]:
