@@ -43,6 +43,11 @@ class StaleReason(models.TextChoices):
         "iteration_removed",
         "Its item left the for_each list, or its until loop ended before it",
     )
+    DEFINITION_CHANGED = (
+        "definition_changed",
+        "An upgrade changed the definition of this task or of a task upstream",
+    )
+    TASK_REMOVED = "task_removed", "An upgrade moved the execution to a version without the task"
 
 
 class FlowExecution(TenantOwned):
@@ -262,11 +267,14 @@ class Correction(TenantOwned):
         TASK_OUTPUT_CREATE = "task_output_create"
         TASK_OUTPUT_UPDATE = "task_output_update"
         TASK_OUTPUT_DELETE = "task_output_delete"
+        UPGRADE = "upgrade"
 
     flow_execution = models.ForeignKey(
         FlowExecution, on_delete=models.CASCADE, related_name="corrections"
     )
-    task_name = models.CharField(max_length=200, help_text="The corrected task.")
+    task_name = models.CharField(
+        max_length=200, blank=True, help_text="The corrected task (empty for an upgrade)."
+    )
     iteration = models.PositiveIntegerField(
         null=True, blank=True, help_text="The corrected iteration, for a looped task."
     )
@@ -300,6 +308,20 @@ class Correction(TenantOwned):
         blank=True,
         help_text="Of the looped tasks it made stale, which iterations: task → iterations.",
     )
+    changes = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="Of an upgrade: the tasks changed (with their changed fields), added and "
+        "removed between the two versions.",
+    )
+    upgrade_job = models.ForeignKey(
+        "UpgradeJob",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="corrections",
+        help_text="The upgrade job this upgrade was part of.",
+    )
     execute_flow = models.BooleanField(default=False)
     created_at = models.DateTimeField(auto_now_add=True)
 
@@ -312,3 +334,9 @@ class Correction(TenantOwned):
 
     def __str__(self) -> str:
         return f"correction of {self.task_name} by {self.modified_by}"
+
+
+# Upgrade jobs live in their own module; imported here so the app registers them.
+from executions.upgrade_models import UpgradeJob, UpgradeJobItem  # noqa: E402
+
+__all__ = ["Correction", "FlowExecution", "TaskExecution", "UpgradeJob", "UpgradeJobItem"]

@@ -71,6 +71,16 @@ class FlowExecutionSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
+class DefinitionChangeSerializer(serializers.Serializer):
+    from_version = serializers.IntegerField(help_text="The version the execution ran before.")
+    to_version = serializers.IntegerField(help_text="The version it was upgraded to.")
+    changed_fields = serializers.ListField(
+        child=serializers.CharField(),
+        help_text="Of upstream_task's definition: type, config, input, depends_on, rerun, "
+        "for_each, loop, tolerate_failures, version.",
+    )
+
+
 class StaleCauseSerializer(serializers.Serializer):
     correction_id = UUIDField(
         allow_null=True,
@@ -87,6 +97,12 @@ class StaleCauseSerializer(serializers.Serializer):
         help_text="The corrected iteration of that task, when one iteration of a looped task "
         "was corrected; null otherwise.",
     )
+    definition_change = DefinitionChangeSerializer(
+        allow_null=True,
+        required=False,
+        help_text="For `definition_changed`: the upgrade's versions and, of `upstream_task` "
+        "(the changed task), which fields changed. Null for other reasons.",
+    )
     at = serializers.DateTimeField(help_text="When the attempt went stale.")
     by = serializers.CharField(help_text="Who made it stale (the correction's actor).")
     reason = serializers.ChoiceField(
@@ -94,7 +110,9 @@ class StaleCauseSerializer(serializers.Serializer):
         help_text="correction; upstream_rerun (an upstream task ran again outside a "
         "correction); reexecution (the whole flow was re-executed); flow_execution_deleted; "
         "iteration_removed (its item left the for_each list, or its until loop ended before "
-        "it: the iteration is retired and counts for nothing).",
+        "it: the iteration is retired and counts for nothing); definition_changed (an upgrade "
+        "changed this task's definition, or upstream_task's); task_removed (an upgrade moved "
+        "the execution to a version without this task: retired).",
     )
 
 
@@ -148,10 +166,23 @@ class TaskExecutionSerializer(serializers.ModelSerializer):
             "correction_id": attempt.stale_correction_id,
             "upstream_task": attempt.stale_upstream_task or None,
             "upstream_iteration": attempt.stale_upstream_iteration,
+            "definition_change": _definition_change(attempt),
             "at": attempt.stale_at,
             "by": attempt.stale_by,
             "reason": attempt.stale_reason,
         }
+
+
+def _definition_change(attempt: TaskExecution) -> dict[str, Any] | None:
+    """An upgrade's stale cause, from its Correction (select_related by the views)."""
+    if attempt.stale_reason != StaleReason.DEFINITION_CHANGED or not attempt.stale_correction_id:
+        return None
+    record = attempt.stale_correction
+    return {
+        "from_version": (record.before or {}).get("flow_version"),
+        "to_version": (record.after or {}).get("flow_version"),
+        "changed_fields": record.changes.get("changed", {}).get(attempt.stale_upstream_task, []),
+    }
 
 
 class _TaskExecutionWriteFields(StrictSerializer):

@@ -5,10 +5,8 @@ A move names who makes it, the statuses it leaves (`NEW`: the row is created in 
 status) and the status it reaches. The engine's write functions are compare-and-sets: they
 change only rows still in one of the move's sources, so a cancelled attempt that finishes late,
 a reaper racing a heartbeat or a duplicated job changes nothing (they return what changed).
-People's moves (API, admin, commands) are checked against PERSON_MOVES and raise
-InvalidTransition otherwise. `tests/test_transitions.py` enumerates every (from, to) pair and
-checks each write function against its move.
-
+People's moves (API, admin, commands) are checked against PERSON_MOVES (else
+InvalidTransition). `tests/test_transitions.py` checks every pair and every write function.
 Callers hold the flow execution's row lock (executions.locking) for every write here.
 """
 
@@ -27,6 +25,7 @@ from django.utils import timezone
 from executions.models import FlowExecution, TaskExecution
 from flowplatform import bulksql
 from flowplatform.exceptions import InvalidInput, InvalidTransition
+from flowplatform.history import update_with_history
 from outputs.models import TaskOutput
 
 Status = TaskExecution.Status
@@ -79,10 +78,11 @@ RUN_PURE = _move(
 FAIL_PURE = _move(
     "fail_pure", [NEW], Status.FAILED, "engine: a pure task failed in the scheduling loop"
 )
-# Loops (engine.iterating): a for_each over no items; an iteration whose item left the list,
-# or that its loop ended before.
+# Loops: a for_each over no items; an iteration whose item left (or loop ended); upgrades too.
 EMPTY_LOOP = _move("empty_loop", [NEW], Status.COMPLETED, "engine: a for_each over no items")
-RETIRE = _move("retire", {*CAN_GO_STALE, Status.STALE}, Status.STALE, "engine: its item left")
+RETIRE = _move(
+    "retire", {*CAN_GO_STALE, Status.STALE}, Status.STALE, "engine: its item or task is gone"
+)
 HAND_BACK = _move(
     "hand_back",
     [Status.RUNNING],
@@ -115,8 +115,7 @@ FLOW_RERUN = _move(
     "rerun", set(FlowStatus) - {FlowStatus.DELETED}, FlowStatus.RUNNING, "a re-execution"
 )
 FLOW_DELETE = _move("delete", set(FlowStatus), FlowStatus.DELETED, "a person (soft delete)")
-# refresh_status: from any status but deleted to any derived one (never backwards in a run:
-# see status.refresh_status).
+# refresh_status: from any status but deleted to any derived one (never backwards in a run).
 FLOW_DERIVE_SOURCES = frozenset(set(FlowStatus) - {FlowStatus.DELETED})
 
 # A task output's moves. A person may create one in any status but deleted, change a live one
@@ -124,6 +123,9 @@ FLOW_DERIVE_SOURCES = frozenset(set(FlowStatus) - {FlowStatus.DELETED})
 PUBLISH = _move("publish", [NEW], OutputStatus.COMPLETED, "engine: a result, or a correction")
 OUTPUT_GO_STALE = _move(
     "output_go_stale", [OutputStatus.COMPLETED], OutputStatus.STALE, "engine: with its task"
+)
+RETIRE_OUTPUT = _move(
+    "retire_output", set(OutputStatus) - {OutputStatus.DELETED}, OutputStatus.DELETED, "upgrade"
 )
 
 
@@ -174,8 +176,7 @@ def move_by_person(
 
 
 def _soft_delete(record: TaskExecution | FlowExecution | TaskOutput, actor: str) -> bool:
-    """A person's soft delete of a locked row (all three models' `deleted` status). False if
-    it was deleted already."""
+    """A person's soft delete of a locked row (False if it was deleted already)."""
     if record.status == Status.DELETED:
         return False
     record.status = Status.DELETED
@@ -199,18 +200,15 @@ def claim(attempt: TaskExecution, *, owner: str, expires: Expression, now: datet
     return bool(claimed)
 
 
-_CLAIMED_COLUMNS = [
-    *("id", "status", "task_name", "task_execution_idx", "iteration", "input"),
-    "started_by_correction_id",
-]
+_CLAIMED_COLUMNS = ["id", "status", "task_name", "task_execution_idx", "iteration", "input"]
+_CLAIMED_COLUMNS.append("started_by_correction_id")
 
 
 def claim_many(
     attempt_ids: Iterable[uuid.UUID], *, owner: str, expires: datetime, now: datetime
 ) -> list[TaskExecution]:
-    """CLAIM these attempts with this worker's lease, in one statement (UPDATE … RETURNING):
-    those that were still queued, which this transaction now holds, loaded with what running
-    them needs (task, idx, input, the correction that started them)."""
+    """CLAIM these attempts with this worker's lease in one UPDATE … RETURNING: those still
+    queued, loaded with what running them needs (task, idx, input, starting correction)."""
     return bulksql.update_returning(
         TaskExecution,
         list(attempt_ids),
@@ -243,8 +241,7 @@ def record_claimed(
     outcomes: Iterable[tuple[TaskExecution, Any, Any]], *, now: datetime
 ) -> list[TaskExecution]:
     """COMPLETE (no error) or FAIL each (attempt, output, error) this transaction claimed
-    (claim_many), their leases ending: one statement for all of them. The loaded attempts
-    follow."""
+    (claim_many), their leases ending, in one statement. The loaded attempts follow."""
     rows, values = [], []
     for attempt, output, error in outcomes:
         attempt.status = COMPLETE.target if error is None else FAIL.target
@@ -276,11 +273,14 @@ def fail(attempt_id: uuid.UUID, *, error: Any, now: datetime) -> bool:
     )
 
 
-def retire(attempt_ids: Iterable[uuid.UUID], **cause_fields: Any) -> int:
-    """RETIRE these iterations (set-based; a live one is thereby cancelled)."""
-    return TaskExecution.objects.filter(
-        pk__any_of=list(attempt_ids), status__in=RETIRE.sources
-    ).update(status=RETIRE.target, **cause_fields)
+def retire(
+    attempt_ids: Iterable[uuid.UUID], *, history: str | None = None, **cause_fields: Any
+) -> int:
+    """RETIRE these iterations, or an upgrade's removed tasks' attempts (set-based; a live one
+    is thereby cancelled); with `history` (a reason), with their history rows."""
+    rows = TaskExecution.objects.filter(pk__any_of=list(attempt_ids), status__in=RETIRE.sources)
+    values = {"status": RETIRE.target, **cause_fields}
+    return update_with_history(rows, values, reason=history) if history else rows.update(**values)
 
 
 def reap(attempt_id: uuid.UUID, *, error: Any, now: datetime) -> bool:
@@ -307,8 +307,6 @@ def go_stale(
 ) -> int:
     """GO_STALE for these attempts, with the columns of their stale cause. Set-based: one
     statement, which with `history` (a reason) also records the moved attempts' history rows."""
-    from flowplatform.history import update_with_history  # a library: no cycle, any layer
-
     rows = TaskExecution.objects.filter(pk__any_of=list(attempt_ids), status__in=GO_STALE.sources)
     values = {"status": GO_STALE.target, **cause_fields}
     return update_with_history(rows, values, reason=history) if history else rows.update(**values)
@@ -388,9 +386,15 @@ def outputs_go_stale(
 ) -> int:
     """OUTPUT_GO_STALE for these outputs. Set-based: one statement, which with `history` (a
     reason) also records the moved outputs' history rows."""
-    from flowplatform.history import update_with_history  # a library: no cycle, any layer
-
     sources = OUTPUT_GO_STALE.sources
     rows = TaskOutput.objects.filter(pk__any_of=list(output_ids), status__in=sources)
     values = {"status": OUTPUT_GO_STALE.target, "modified_by": actor, "updated_at": now}
     return update_with_history(rows, values, reason=history) if history else rows.update(**values)
+
+
+def retire_outputs(task_outputs: Any, *, actor: str, now: datetime, history: str) -> int:
+    """RETIRE_OUTPUT: outputs (a queryset) of tasks an upgrade removed, soft-deleted with
+    history rows saying why."""
+    rows = task_outputs.filter(status__in=RETIRE_OUTPUT.sources)
+    values = {"status": RETIRE_OUTPUT.target, "modified_by": actor, "updated_at": now}
+    return update_with_history(rows, values, reason=history)

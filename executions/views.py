@@ -13,7 +13,7 @@ from rest_framework.response import Response
 
 from executions import services
 from executions.correction_serializers import CorrectionSerializer
-from executions.corrections import preview, task_executions
+from executions.corrections import preview, task_executions, upgrades
 from executions.filters import (
     CorrectionFilterSet,
     FlowExecutionFilterSet,
@@ -30,8 +30,14 @@ from executions.serializers import (
     TaskExecutionSerializer,
     TaskExecutionUpdateSerializer,
 )
+from executions.upgrade_serializers import (
+    UpgradeRequestSerializer,
+    UpgradeResponseSerializer,
+    upgrade_response,
+)
+from flowplatform import rls
 from flowplatform.api.errors import RequestValidationError
-from flowplatform.api.serializers import REASON_HEADER_PARAMETER
+from flowplatform.api.serializers import REASON_HEADER_PARAMETER, correction_reason
 from flowplatform.api.views import RecordWriteMixin, TenantViewSet
 from flowplatform.exceptions import FLOW_EXECUTION_NOT_FOUND
 
@@ -102,6 +108,67 @@ class FlowExecutionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, Ten
         )
         return Response(self.get_serializer(flow_execution).data, status=status.HTTP_202_ACCEPTED)
 
+    @extend_schema(
+        summary="Upgrade the flow execution to another version of its flow",
+        description=(
+            "Moves the execution to `flow_version` (default: the flow's latest) and re-runs only "
+            "what the definition change affects. A task is changed when its type, config, "
+            "input, dependencies, `rerun`, loop definition or declared `version:` changed; "
+            "changed tasks that had run and everything downstream of them go `stale` with the "
+            "stale cause `definition_changed`; removed tasks' attempts and outputs are retired "
+            "(kept as history); added tasks start once their upstream tasks are complete. With "
+            "`execute_flow=true` the stale set runs again on the new version, with early cutoff. "
+            "Recorded as a Correction with operation `upgrade`. `dry_run` and `preview_token` "
+            "work as for a correction. Refused: a deleted execution (409 "
+            "`flow_execution_deleted`), one with queued or running attempts (409 "
+            "`flow_execution_live`), the version it runs (422 `already_on_version`), a version "
+            "its work cannot carry over to (422 `incompatible_upgrade`)."
+        ),
+        parameters=[ExecuteFlowQuerySerializer, REASON_HEADER_PARAMETER],
+        request=UpgradeRequestSerializer,
+        responses={200: UpgradeResponseSerializer},
+    )
+    @action(detail=True, methods=["post"], filterset_class=None)
+    def upgrade(self, request: Request, pk: str) -> Response:
+        query = ExecuteFlowQuerySerializer(data=request.query_params)
+        if not query.is_valid():
+            raise RequestValidationError(query.errors, location="query")
+        body = UpgradeRequestSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        kwargs = {
+            "flow_version": body.validated_data.get("flow_version"),
+            "actor": request.user.actor,
+            "execute_flow": query.validated_data["execute_flow"],
+            "reason": correction_reason(request, body.validated_data.get("reason")),
+            "preview_token": query.validated_data.get("preview_token"),
+        }
+        flow_execution = self.get_object()
+        if query.validated_data["dry_run"]:
+            result = upgrades.preview_upgrade(flow_execution, **kwargs)
+            shown = result.flow_execution
+        else:
+            try:
+                result = upgrades.upgrade_flow_execution(flow_execution, **kwargs)
+            except preview.PreviewOutdated as exc:
+                fresh = upgrades.preview_upgrade(
+                    flow_execution, **{**kwargs, "preview_token": None}
+                )
+                exc.details = {"preview": upgrade_response(fresh, fresh.flow_execution)}
+                raise
+            shown = self.get_queryset().get(pk=flow_execution.pk)
+        return Response(upgrade_response(result, shown))
+
+    def refresh_response(self, response: Any) -> None:
+        """An upgrade's answer nests the flow execution: after its jobs ran (the embedded
+        backend), that is re-read as it is now."""
+        data = getattr(response, "data", None)
+        if response.status_code < 300 and isinstance(data, dict) and "flow_execution" in data:
+            with rls.tenant_scope(self.organization):
+                record = self.get_queryset().get(pk=data["flow_execution"]["id"])
+                response.data = {**data, "flow_execution": self.get_serializer(record).data}
+            return
+        super().refresh_response(response)
+
 
 def correction_response(result: task_executions.CorrectionResult) -> dict[str, Any]:
     record = result.task_execution
@@ -166,7 +233,16 @@ class TaskExecutionViewSet(
 ):
     """Task executions: one attempt of one task in a flow execution (seed page 000)."""
 
-    queryset = TaskExecution.objects.all()
+    # An upgrade's stale cause names its versions and changed fields (from its Correction):
+    # one more query per page, however many attempts it lists.
+    queryset = TaskExecution.objects.prefetch_related(
+        Prefetch(
+            "stale_correction",
+            queryset=Correction.objects.filter(operation=Correction.Operation.UPGRADE).only(
+                "id", "before", "after", "changes"
+            ),
+        )
+    )
     serializer_class = TaskExecutionSerializer
     create_serializer_class = TaskExecutionCreateSerializer
     update_serializer_class = TaskExecutionUpdateSerializer

@@ -78,6 +78,7 @@ TASK_KEYS = frozenset(
         "loop",
         "max_parallel",
         "tolerate_failures",
+        "version",
     }
 )
 LOOP_KEYS = frozenset({"until", "max_iterations"})
@@ -104,6 +105,8 @@ class TaskSpec:
     max_iterations: int | None = None
     max_parallel: int | None = None
     tolerate_failures: bool = False
+    # A code version the YAML cannot show (flows.changes): bumping it marks the task changed.
+    version: str | None = None
 
     @property
     def loop(self) -> str | None:
@@ -228,6 +231,15 @@ def validate_definition(parsed: dict[str, Any], *, check_configs: bool = True) -
                 f"{label}: 'rerun' must be one of {', '.join(RERUN_POLICIES)}, not {rerun!r}",
             )
             rerun = RERUN_POLICIES[0]
+        version = task.get("version")
+        if isinstance(version, int | float) and not isinstance(version, bool):
+            version = str(version)
+        if version is not None and not (isinstance(version, str) and 1 <= len(version) <= 200):
+            problems.add(
+                (*where, "version"),
+                f"{label}: 'version' must be a string (or number) of 1 to 200 characters",
+            )
+            version = None
         depends_on = task.get("depends_on", [])
         if not isinstance(depends_on, list) or not all(isinstance(d, str) for d in depends_on):
             problems.add(
@@ -261,6 +273,7 @@ def validate_definition(parsed: dict[str, Any], *, check_configs: bool = True) -
                 max_iterations=loop.max_iterations,
                 max_parallel=loop.max_parallel,
                 tolerate_failures=loop.tolerate_failures,
+                version=version,
             )
         )
         for parent, field_name in sources.items():

@@ -248,6 +248,20 @@ def test_only_completed_outputs_go_stale(tenant) -> None:
     }
 
 
+@pytest.mark.django_db
+def test_retired_outputs_become_deleted_from_any_status_but_deleted(tenant) -> None:
+    fe = tenant.flow_execution()
+    outputs = {
+        status: tenant.task_output(fe, task_name=f"t-{status}", status=status)
+        for status in TaskOutput.Status
+    }
+    rows = TaskOutput.objects.filter(flow_execution=fe)
+    moved = transitions.retire_outputs(rows, actor="t", now=timezone.now(), history="retired")
+    now = dict(TaskOutput.objects.filter(flow_execution=fe).values_list("task_name", "status"))
+    assert moved == len(outputs) - 1
+    assert set(now.values()) == {TaskOutput.Status.DELETED}
+
+
 # No other module writes a status ----------------------------------------------------------
 
 PRODUCT = ("flowplatform", "flows", "executions", "outputs")
@@ -347,6 +361,7 @@ def test_every_write_site_uses_a_declared_move() -> None:
         "move_output_by_person": "person",
         "delete_output": "person",
         "outputs_go_stale": "output_go_stale",
+        "retire_outputs": "retire_output",
     }
     called: set[str] = set()
     moves_passed: set[str] = set()

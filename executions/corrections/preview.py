@@ -50,25 +50,42 @@ def correction_fingerprint(
     if attempt.task_name in spec.tasks:
         downstream = spec.dag.descendants(attempt.task_name)
         affected |= downstream.union(*(spec.tasks[t].upstream for t in downstream))
+    return fingerprint(
+        {**_seen(flow_execution, affected), "result": result, "execute_flow": execute_flow}
+    )
+
+
+def upgrade_fingerprint(
+    flow_execution: FlowExecution, version_id: object, execute_flow: bool
+) -> str:
+    """The preview token of upgrading the flow execution to a version: its pinned version,
+    the version asked for, `execute_flow`, and every task's latest attempt and current output
+    (as correction_fingerprint covers them). Two queries."""
+    return fingerprint(
+        {
+            **_seen(flow_execution, None),
+            "upgrade": [str(flow_execution.flow_version_id), str(version_id)],
+            "execute_flow": execute_flow,
+        }
+    )
+
+
+def _seen(flow_execution: FlowExecution, names: set[str] | None) -> dict[str, Any]:
+    """Each named task's (every task's: None) latest attempt (id, status, `updated_at`; of a
+    looped task, each iteration's current one) and current output (id, status, `updated_at`)."""
     attempts = {
         name: [
             [str(m.id), m.status, m.updated_at.isoformat()]  # every iteration of a looped task
             for m in (a.members or (a,))
         ]
-        for name, a in sorted(selectors.latest_attempts(flow_execution, affected).items())
+        for name, a in sorted(selectors.latest_attempts(flow_execution, names).items())
     }
+    rows = TaskOutput.objects.filter(flow_execution=flow_execution)
+    if names is not None:
+        rows = rows.filter(task_name__in=names)
     outputs: dict[str, list[str]] = {}
-    for name, pk, status, updated_at in (
-        TaskOutput.objects.filter(flow_execution=flow_execution, task_name__in=affected)
-        .oldest_to_current()
-        .values_list("task_name", "id", "status", "updated_at")
+    for name, pk, status, updated_at in rows.oldest_to_current().values_list(
+        "task_name", "id", "status", "updated_at"
     ):
         outputs[name] = [str(pk), status, updated_at.isoformat()]
-    return fingerprint(
-        {
-            "attempts": attempts,
-            "outputs": outputs,
-            "result": result,
-            "execute_flow": execute_flow,
-        }
-    )
+    return {"attempts": attempts, "outputs": outputs}

@@ -25,9 +25,15 @@ from outputs.models import TaskOutput
 Status = TaskExecution.Status
 
 # Stale causes that say only something upstream changed (the task's own result was not doubted).
-UPSTREAM_CAUSES = frozenset({StaleReason.CORRECTION, StaleReason.UPSTREAM_RERUN})
+# An upgrade's `definition_changed` is one for the tasks downstream of the changed one; for the
+# changed task itself it names the task, so its result is doubted (own_doubt).
+UPSTREAM_CAUSES = frozenset(
+    {StaleReason.CORRECTION, StaleReason.UPSTREAM_RERUN, StaleReason.DEFINITION_CHANGED}
+)
 # Stale causes that threw the task's own result away.
-DISCARDING_CAUSES = frozenset({StaleReason.REEXECUTION, StaleReason.FLOW_EXECUTION_DELETED})
+DISCARDING_CAUSES = frozenset(
+    {StaleReason.REEXECUTION, StaleReason.FLOW_EXECUTION_DELETED, StaleReason.TASK_REMOVED}
+)
 
 
 @dataclass(frozen=True)

@@ -60,6 +60,12 @@ def correction_cause(
     return StaleCause(StaleReason.CORRECTION, correction_id, corrected_task, iteration)
 
 
+def definition_cause(correction_id: uuid.UUID, changed_task: str) -> StaleCause:
+    """An upgrade changed `changed_task`'s definition (the task itself, or its nearest changed
+    ancestor): what it computed under the old definition is outdated."""
+    return StaleCause(StaleReason.DEFINITION_CHANGED, correction_id, changed_task)
+
+
 def upstream_rerun_cause(correction_id: uuid.UUID | None, task: str) -> StaleCause:
     """`task` ran again outside a correction (say a person had marked it stale): what its
     dependents computed from its previous output is outdated."""
