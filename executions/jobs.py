@@ -17,7 +17,7 @@ from django.utils import timezone
 from django_tasks_db.models import DBTaskResult
 
 from executions import leases
-from executions.models import TaskExecution
+from executions.models import TaskExecution, UpgradeJob
 from flowplatform import rls
 
 logger = logging.getLogger("flowplatform.engine")
@@ -120,6 +120,36 @@ def requeue_stranded_jobs(limit: int = 1000) -> int:
         requeue(stranded)
         logger.warning("re-queued %d job(s) whose worker died before claiming", len(stranded))
     return len(stranded)
+
+
+# The upgrade job's body (executions.corrections.upgrade_jobs), named here without importing
+# it: the use case is a layer above this module.
+RUN_UPGRADE_JOB_PATH = "executions.corrections.upgrade_jobs.run_upgrade_job"
+
+
+def requeue_stalled_upgrades(limit: int = 100) -> int:
+    """Upgrade jobs whose runner stopped renewing their lease (its worker died mid-job): their
+    django-tasks-db job rows go back to READY, and another worker resumes them where the last
+    committed batch ended. Returns how many."""
+    if not uses_job_rows():
+        return 0
+    with rls.lookup():
+        stalled = {
+            str(pk)
+            for pk in UpgradeJob.objects.filter(
+                status=UpgradeJob.Status.RUNNING, lease_expires_at__lt=timezone.now()
+            ).values_list("pk", flat=True)[:limit]
+        }
+    if not stalled:
+        return 0
+    rows = DBTaskResult.objects.filter(
+        status=TaskResultStatus.RUNNING, task_path=RUN_UPGRADE_JOB_PATH
+    ).values_list("id", "args_kwargs")
+    lost = [pk for pk, arguments in rows if (arguments.get("args") or [None])[0] in stalled]
+    if lost:
+        requeue(lost)
+        logger.warning("re-queued %d upgrade job(s) whose worker was lost", len(lost))
+    return len(lost)
 
 
 def requeue(job_ids: list[Any]) -> int:

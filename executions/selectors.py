@@ -1,5 +1,5 @@
 """Reads that are more than a filter: each task's latest attempt, current outputs, resolved
-inputs, and the freshness invariant. No writes, no locks."""
+inputs, and the freshness invariant (inputs and definitions). No writes, no locks."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from typing import Any
 from django.db.models import Exists, OuterRef, QuerySet
 
 from executions import iterations
-from executions.models import FlowExecution, TaskExecution
+from executions.models import Correction, FlowExecution, TaskExecution
 from executions.transitions import LIVE
 from flowplatform.canonical import same_json
 from flows import loops
@@ -218,9 +218,19 @@ class FreshnessViolation:
     stored_input: Any
     expected_input: Any
     iteration: int | None = None  # of a looped task
+    # A definition violation: the result is from before the upgrade to this version changed
+    # (or added) the task; `computed_by` is the attempt that computed it (reused_from's end).
+    upgraded_to: int | None = None
+    computed_by: uuid.UUID | None = None
 
     def __str__(self) -> str:
         where = "" if self.iteration is None else f" iteration {self.iteration}"
+        if self.upgraded_to is not None:
+            return (
+                f"task '{self.task_name}'{where} attempt {self.attempt_id}: its result was "
+                f"computed by attempt {self.computed_by} before the upgrade to version "
+                f"{self.upgraded_to} changed its definition"
+            )
         return (
             f"task '{self.task_name}'{where} attempt {self.attempt_id}: input "
             f"{self.stored_input!r} but its upstream outputs now give {self.expected_input!r}"
@@ -229,7 +239,9 @@ class FreshnessViolation:
 
 def freshness_violations(flow_execution: FlowExecution) -> list[FreshnessViolation]:
     """Current completed attempts whose input differs from what their expressions resolve to
-    from the current outputs of their upstream tasks. Empty means the invariant holds.
+    from the current outputs of their upstream tasks, or whose result is from before the
+    latest upgrade that changed (or added) their task (`definition_violations`). Empty means
+    the invariant holds.
 
     The invariant is promised once a flow execution settles; call is_settled first.
     """
@@ -259,7 +271,7 @@ def freshness_violations(flow_execution: FlowExecution) -> list[FreshnessViolati
             expected = f"<{exc}>"
         if not same_json(expected, stored[attempt.id][0]):
             violations.append(FreshnessViolation(name, attempt.id, stored[attempt.id][0], expected))
-    return violations
+    return violations + definition_violations(flow_execution, spec, latest, stored)
 
 
 def _loop_violations(
@@ -309,4 +321,65 @@ def _loop_violations(
                     task.name, member.id, stored[member.id][0], expected, member.iteration
                 )
             )
+    return found
+
+
+# How many `reused_from` links definition_violations follows (a longer chain is reported).
+MAX_REUSE_HOPS = 100
+
+
+def definition_violations(
+    flow_execution: FlowExecution,
+    spec: FlowSpec,
+    latest: dict[str, Attempt],
+    stored: dict[uuid.UUID, tuple[Any, Any]],
+) -> list[FreshnessViolation]:
+    """The definition side of the invariant: each task the execution's upgrades changed or
+    added (the latest such upgrade counts) has current completed attempts (a looped task: each
+    current iteration) whose result was computed after that upgrade: the attempt at the end of
+    their `reused_from` chain completed after it. One query, and one per link followed."""
+    since: dict[str, tuple[datetime, Any]] = {}
+    upgrades = Correction.objects.filter(
+        flow_execution=flow_execution, operation=Correction.Operation.UPGRADE
+    ).order_by("created_at", "id")
+    for created_at, change, after in upgrades.values_list("created_at", "changes", "after"):
+        for name in [*(change or {}).get("changed", {}), *(change or {}).get("added", [])]:
+            since[name] = (created_at, (after or {}).get("flow_version"))
+    members = {
+        m.id: (name, m.iteration)
+        for name in spec.dag.in_order(n for n in latest if n in since)
+        for m in (latest[name].members or (latest[name],))
+    }
+    origin = {pk: pk for pk in members}  # a current attempt → the attempt it reuses, so far
+    done: dict[uuid.UUID, datetime | None] = {}  # a current attempt → when its origin completed
+    for _ in range(MAX_REUSE_HOPS):
+        pending = {o for pk, o in origin.items() if pk not in done}
+        if not pending:
+            break
+        rows = TaskExecution.objects.filter(pk__any_of=list(pending))
+        links = {pk: (r, c) for pk, r, c in rows.values_list("id", "reused_from_id", "completed_at")}
+        for pk in [pk for pk in origin if pk not in done]:
+            reused_from, completed_at = links.get(origin[pk], (None, None))
+            if reused_from is None:
+                done[pk] = completed_at
+            else:
+                origin[pk] = reused_from
+    found = []
+    for pk, (name, iteration) in members.items():
+        upgraded_at, version = since[name]
+        if pk in done and done[pk] is not None and done[pk] > upgraded_at:
+            continue
+        found.append(
+            FreshnessViolation(
+                name,
+                pk,
+                stored[pk][0],
+                f"<result from before the upgrade to version {version} changed its definition>"
+                if pk in done
+                else f"<a reuse chain longer than {MAX_REUSE_HOPS} links>",
+                iteration,
+                upgraded_to=version,
+                computed_by=origin[pk],
+            )
+        )
     return found

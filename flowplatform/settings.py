@@ -237,6 +237,12 @@ FLOWPLATFORM_MAX_TASKS = env_int("FLOWPLATFORM_MAX_TASKS", 10_000, minimum=1)
 # The most iterations one looped task may have: items of a for_each, max_iterations of a loop
 # (flows.loops). Refused at save time when the definition shows it, a failure at run time else.
 FLOWPLATFORM_MAX_ITERATIONS = env_int("FLOWPLATFORM_MAX_ITERATIONS", 10_000, minimum=1)
+# Upgrade jobs (POST /flows/{id}/upgrade-executions, manage.py upgrade_executions): the most
+# executions one job may match, and how many it upgrades per transaction.
+FLOWPLATFORM_MAX_UPGRADE_EXECUTIONS = env_int(
+    "FLOWPLATFORM_MAX_UPGRADE_EXECUTIONS", 10_000, minimum=1
+)
+FLOWPLATFORM_UPGRADE_BATCH = env_int("FLOWPLATFORM_UPGRADE_BATCH", 50, minimum=1)
 
 
 def env_mapping(name: str) -> dict[str, str]:

@@ -5,6 +5,7 @@ from django.urls import path, re_path
 from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
+from executions.upgrade_views import FlowUpgradeViewSet, UpgradeJobViewSet
 from executions.views import CorrectionViewSet, FlowExecutionViewSet, TaskExecutionViewSet
 from flowplatform import health
 from flowplatform.api import schema  # noqa: F401  (registers the Bearer key scheme's description)
@@ -15,10 +16,12 @@ from outputs.views import TaskOutputViewSet
 
 router = Router()
 router.register("flows", FlowViewSet, basename="flow")
+router.register("flows", FlowUpgradeViewSet, basename="flow-upgrade")
 router.register("flow-executions", FlowExecutionViewSet, basename="flow-execution")
 router.register("task-executions", TaskExecutionViewSet, basename="task-execution")
 router.register("task-outputs", TaskOutputViewSet, basename="task-output")
 router.register("corrections", CorrectionViewSet, basename="correction")
+router.register("upgrade-jobs", UpgradeJobViewSet, basename="upgrade-job")
 
 urlpatterns = [
     re_path(r"^healthz/?$", health.healthz, name="healthz"),

@@ -266,8 +266,9 @@ def test_retired_outputs_become_deleted_from_any_status_but_deleted(tenant) -> N
 
 PRODUCT = ("flowplatform", "flows", "executions", "outputs")
 OWNER = ROOT / "executions" / "transitions.py"
-# Rows with a status of their own that is not one of ours: django-tasks-db's job rows.
-OTHER_STATUSES = {"TaskResultStatus"}
+# Rows with a status of their own that is not a run's: django-tasks-db's job rows, and upgrade
+# jobs' progress (executions.upgrade_models, written by executions.corrections.upgrade_jobs).
+OTHER_STATUSES = {"TaskResultStatus", "JobStatus"}
 WRITES = {"update", "create", "get_or_create", "update_or_create", "bulk_update"}
 
 

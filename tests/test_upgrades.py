@@ -305,3 +305,118 @@ def test_a_bad_version_key_is_refused_at_save(tenant):
     )
     assert response.status_code == 422
     assert response.json()["detail"][0]["loc"] == ["body", "definition", "tasks", 0, "version"]
+
+
+# Many executions: upgrade jobs ---------------------------------------------------------------
+
+
+def test_an_upgrade_job_upgrades_every_matched_execution_in_batches_with_exact_counts(
+    tenant, settings
+):
+    settings.FLOWPLATFORM_UPGRADE_BATCH = 2
+    flow_id, first = start(tenant, chain())
+    executions = [first]
+    for v in range(4):
+        response = tenant.client.post(
+            "/flow-executions", {"flow_id": flow_id, "input": {"v": v + 10}}, format="json"
+        )
+        executions.append(response.json()["id"])
+    tenant.client.delete(f"/flow-executions/{executions[1]}")
+    new_version(tenant, flow_id, chain("{x: v}"))
+    # One already on version 2: started after the new version.
+    response = tenant.client.post(
+        "/flow-executions", {"flow_id": flow_id, "input": {"v": 1}}, format="json"
+    )
+    executions.append(response.json()["id"])
+    response = tenant.client.post(
+        f"/flows/{flow_id}/upgrade-executions?execute_flow=true", {"reason": "fix b"}, format="json"
+    )
+    assert response.status_code == 202, response.json()
+    job = response.json()
+    assert (job["status"], job["matched"], job["upgraded"], job["skipped"], job["failed"]) == (
+        "completed",
+        6,
+        4,
+        2,
+        0,
+    )
+    assert job["skipped_reasons"] == {"already_on_version": 1, "deleted": 1}
+    assert job["pending"] == 0
+    items = get_json(tenant, f"/upgrade-jobs/{job['id']}/executions")["results"]
+    assert [i["flow_execution_id"] for i in items] == executions
+    upgraded = [i for i in items if i["outcome"] == "upgraded"]
+    assert {i["stale_tasks"] for i in upgraded} == {3}
+    for item in upgraded:
+        fe = item["flow_execution_id"]
+        assert FlowExecution.objects.get(pk=fe).flow_version.version == 2
+        assert FlowExecution.objects.get(pk=fe).status == "completed"
+        record = Correction.objects.get(flow_execution_id=fe, operation="upgrade")
+        assert str(record.upgrade_job_id) == job["id"]
+        assert record.reason == "fix b"
+    assert get_json(tenant, f"/upgrade-jobs/{job['id']}")["upgraded"] == 4
+
+
+def test_an_upgrade_job_dry_run_counts_per_execution_and_writes_nothing(tenant):
+    flow_id, fe = start(tenant, chain())
+    new_version(tenant, flow_id, chain("{x: v}"))
+    corrections = Correction.objects.count()
+    job = tenant.client.post(
+        f"/flows/{flow_id}/upgrade-executions?dry_run=true&execute_flow=true", {}, format="json"
+    ).json()
+    assert (job["status"], job["dry_run"], job["upgraded"]) == ("completed", True, 1)
+    [item] = get_json(tenant, f"/upgrade-jobs/{job['id']}/executions")["results"]
+    assert (item["stale_tasks"], item["tasks_to_run"], item["correction_id"]) == (3, 3, None)
+    assert FlowExecution.objects.get(pk=fe).flow_version.version == 1
+    assert Correction.objects.count() == corrections
+
+
+def test_an_upgrade_job_filters_and_its_limit(tenant, settings):
+    flow_id, _fe = start(tenant, chain())
+    new_version(tenant, flow_id, chain("{x: v}"))
+    job = tenant.client.post(
+        f"/flows/{flow_id}/upgrade-executions", {"from_version": 2}, format="json"
+    ).json()
+    assert job["matched"] == 0
+    assert job["status"] == "completed"
+    job = tenant.client.post(
+        f"/flows/{flow_id}/upgrade-executions", {"status": ["failed"]}, format="json"
+    ).json()
+    assert job["matched"] == 0
+    settings.FLOWPLATFORM_MAX_UPGRADE_EXECUTIONS = 0
+    response = tenant.client.post(f"/flows/{flow_id}/upgrade-executions", {}, format="json")
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["type"] == "too_many_executions"
+    response = tenant.client.post(
+        f"/flows/{flow_id}/upgrade-executions", {"to_version": 7}, format="json"
+    )
+    assert response.status_code == 422
+    bad = tenant.client.post(
+        f"/flows/{flow_id}/upgrade-executions",
+        {"created_after": "2026-01-02T00:00:00Z", "created_before": "2026-01-01T00:00:00Z"},
+        format="json",
+    )
+    assert bad.status_code == 422
+
+
+def test_an_upgrade_job_is_its_organizations_alone(tenant, other_tenant):
+    flow_id, _fe = start(tenant, chain())
+    new_version(tenant, flow_id, chain("{x: v}"))
+    assert (
+        other_tenant.client.post(
+            f"/flows/{flow_id}/upgrade-executions", {}, format="json"
+        ).status_code
+        == 404
+    )
+    job = tenant.client.post(f"/flows/{flow_id}/upgrade-executions", {}, format="json").json()
+    assert other_tenant.client.get(f"/upgrade-jobs/{job['id']}").status_code == 404
+    assert other_tenant.client.get("/upgrade-jobs").json()["results"] == []
+
+
+def test_a_job_run_again_after_it_finished_upgrades_nothing_twice(tenant):
+    from executions.corrections import upgrade_jobs
+
+    flow_id, fe = start(tenant, chain())
+    new_version(tenant, flow_id, chain("{x: v}"))
+    job = tenant.client.post(f"/flows/{flow_id}/upgrade-executions", {}, format="json").json()
+    upgrade_jobs.process(job["id"], tenant.org.pk)
+    assert Correction.objects.filter(flow_execution_id=fe, operation="upgrade").count() == 1

@@ -64,6 +64,7 @@ def reap_expired(limit: int = 1000) -> list[Reaped]:
         groups.setdefault((organization_id, flow_execution_id), []).append(attempt_id)
     try:
         jobs.requeue_stranded_jobs(limit)
+        jobs.requeue_stalled_upgrades()
     except Exception:
         logger.exception("re-queueing stranded jobs failed")
     reaped: list[Reaped] = []

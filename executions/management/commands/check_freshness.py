@@ -11,8 +11,9 @@ class Command(BaseCommand):
     help = (
         "Check the freshness invariant: in a settled flow execution, every current completed "
         "attempt's input equals what its expressions resolve to from the current outputs of its "
-        "upstream tasks. Lists violations; exits 1 if there are any. Without ids, checks every "
-        "flow execution that is not deleted."
+        "upstream tasks, and every task an upgrade changed or added holds a result computed "
+        "after that upgrade (following reused_from). Lists violations; exits 1 if there are "
+        "any. Without ids, checks every flow execution that is not deleted."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
