@@ -1,4 +1,5 @@
-"""`python -m bench {propagation,api,growth,scaling,loops,peers,all} [options]`: bench/README.md.
+"""`python -m bench {propagation,api,growth,scaling,loops,upgrades,peers,all} [options]`: see
+bench/README.md.
 
 Each benchmark prints its results as JSON on stdout (progress goes to stderr) and writes
 bench/results/NAME.json, NAME.md and NAME.png. None of it runs in the test suite.
@@ -13,7 +14,7 @@ from typing import Any
 
 from bench import procs
 
-BENCHMARKS = ("propagation", "api", "growth", "scaling", "loops")  # `all`
+BENCHMARKS = ("propagation", "api", "growth", "scaling", "loops", "upgrades")  # `all`
 # Not in `all`: it installs Prefect and Dagster into virtualenvs of their own and runs long.
 OTHERS = ("peers",)
 
@@ -32,17 +33,18 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true",
                    help="smaller: propagation 100 and 1,000 tasks, growth up to 1,000, "
                         "api 10 s per endpoint, peers 100 tasks once, scaling 200 tasks "
-                        "with 1 and 2 workers, loops 1,000 items")  # fmt: skip
+                        "with 1 and 2 workers, loops 1,000 items, upgrades 100 "
+                        "executions")  # fmt: skip
     p.add_argument("--sizes", type=_sizes,
                    help="task counts, e.g. 100,1000 (propagation, growth, peers, "
-                        "scaling; loops: items)")  # fmt: skip
+                        "scaling; loops: items; upgrades: executions)")  # fmt: skip
     p.add_argument("--shapes", type=_names,
                    help="chain,fanout,layered (propagation, peers: default all; growth: the "
                         "first, default layered; scaling: default fanout,layered)")  # fmt: skip
     p.add_argument("--modes", type=_names,
                    help="embedded (SQLite, jobs in process), workers (PostgreSQL, two db_workers), "
                         "pg (PostgreSQL, jobs in process); default: propagation "
-                        "embedded,workers, growth pg, loops embedded,pg")  # fmt: skip
+                        "embedded,workers, growth pg, loops and upgrades embedded,pg")  # fmt: skip
     p.add_argument("--peers", type=_names,
                    help="peers: prefect,dagster (default both)")  # fmt: skip
     p.add_argument("--repeat", type=int,

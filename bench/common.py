@@ -111,6 +111,20 @@ def prepare_pg_template(timeout: float) -> None:
     )
 
 
+def create_app_role() -> None:
+    """The application's role (cluster-wide), created if missing; never dropped."""
+    _pg(
+        f"DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{APP_ROLE}') THEN "
+        f"CREATE ROLE {APP_ROLE} LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE; "
+        "END IF; END $$"
+    )
+
+
+def create_pg_database(name: str) -> None:
+    """An empty database `name` (for a benchmark that migrates its own, without the template)."""
+    _pg(f"CREATE DATABASE {name}")
+
+
 def fresh_pg_database(name: str) -> str:
     """Drop and recreate `name` from the migrated template; its URL as the application role."""
     _pg(

@@ -25,6 +25,7 @@ from django.utils.safestring import mark_safe
 from simple_history.admin import SimpleHistoryAdmin
 
 from executions import selectors, services, transitions
+from executions.admin_upgrades import FlowExecutionUpgrades
 from executions.corrections import task_executions
 from executions.dag_svg import iteration_line, render_dag_svg
 from executions.engine import staleness
@@ -66,7 +67,7 @@ class TaskExecutionInline(admin.TabularInline):
 
 
 @admin.register(FlowExecution)
-class FlowExecutionAdmin(TenantAdmin):
+class FlowExecutionAdmin(FlowExecutionUpgrades, TenantAdmin):
     list_display = ["id", "flow", "organization", "status", "created_at", "updated_at"]
     list_filter = ["status", ("organization", ScopedOrganizationFilter)]
     list_select_related = ["flow", "organization"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -49,26 +50,34 @@ def run_pure_wave(flow_execution_id: str, attempt_ids: list[str], organization_i
     )
 
 
+def with_commit(enqueue: Callable[[], Any]) -> None:
+    """Enqueue a job so that it exists exactly when the current transaction's work does.
+
+    With django-tasks-db (job rows in the same database) the row is inserted now, inside the
+    transaction: it commits with the work or rolls back with it, so no process dying between
+    the commit and an on-commit hook can leave committed work without its job. With another
+    backend (the embedded one runs the job at once) it is enqueued once the transaction
+    commits, as a robust hook: one that fails is logged and the others still run."""
+    if uses_job_rows():
+        enqueue()
+    else:
+        transaction.on_commit(enqueue, robust=True)
+
+
 def enqueue_wave_after_commit(
     organization_id: uuid.UUID, flow_execution_id: uuid.UUID, attempt_ids: list[uuid.UUID]
 ) -> None:
-    """One run_pure_wave job for these attempts once the current transaction commits."""
+    """One run_pure_wave job for these attempts, with the current transaction (with_commit)."""
     ids = [str(a) for a in attempt_ids]
-    transaction.on_commit(
-        lambda: run_pure_wave.enqueue(str(flow_execution_id), ids, str(organization_id)),
-        robust=True,
-    )
+    with_commit(lambda: run_pure_wave.enqueue(str(flow_execution_id), ids, str(organization_id)))
 
 
 def enqueue_after_commit(organization_id: uuid.UUID, attempt_ids: list[uuid.UUID]) -> None:
-    """A job for each attempt once the current transaction commits (none if it rolls back).
-    Robust hooks: one that fails (say the queue's insert) is logged and the others still run;
-    the committed work is not reported as failed."""
+    """A job for each attempt, with the current transaction (with_commit): none if it rolls
+    back."""
     org = str(organization_id)
     for attempt_id in attempt_ids:
-        transaction.on_commit(
-            lambda a=attempt_id: run_task_attempt.enqueue(str(a), org), robust=True
-        )
+        with_commit(lambda a=attempt_id: run_task_attempt.enqueue(str(a), org))
 
 
 # Repairs of django-tasks-db's job rows ---------------------------------------------------------

@@ -357,7 +357,9 @@ def definition_violations(
         if not pending:
             break
         rows = TaskExecution.objects.filter(pk__any_of=list(pending))
-        links = {pk: (r, c) for pk, r, c in rows.values_list("id", "reused_from_id", "completed_at")}
+        links = {
+            pk: (r, c) for pk, r, c in rows.values_list("id", "reused_from_id", "completed_at")
+        }
         for pk in [pk for pk in origin if pk not in done]:
             reused_from, completed_at = links.get(origin[pk], (None, None))
             if reused_from is None:

@@ -243,6 +243,11 @@ FLOWPLATFORM_MAX_UPGRADE_EXECUTIONS = env_int(
     "FLOWPLATFORM_MAX_UPGRADE_EXECUTIONS", 10_000, minimum=1
 )
 FLOWPLATFORM_UPGRADE_BATCH = env_int("FLOWPLATFORM_UPGRADE_BATCH", 50, minimum=1)
+# An upgrade job's lease, renewed as each batch commits: once it passes, the reaper hands the
+# job to another worker (its runner is presumed lost). A batch must take less.
+FLOWPLATFORM_UPGRADE_LEASE_SECONDS = env_float(
+    "FLOWPLATFORM_UPGRADE_LEASE_SECONDS", 60.0, minimum=1.0
+)
 
 
 def env_mapping(name: str) -> dict[str, str]:

@@ -1,5 +1,6 @@
 """The admin in a real browser (issue 6): log in, see a flow execution's DAG, correct a task's
-output with "execute flow" ticked, and check that exactly its dependents ran again.
+output with "execute flow" ticked, and check that exactly its dependents ran again; upgrade a
+flow execution to a new version of its flow (form, preview, confirm).
 
 Debian's chromium, headless, driven by Playwright (see tests/helpers/browser.py). Screenshots
 go to the test's tmp dir. The admin runs on pytest-django's live server; jobs run in-process,
@@ -20,6 +21,7 @@ from playwright.sync_api import Page, expect, sync_playwright
 
 from executions.models import Correction, FlowExecution, TaskExecution
 from executions.services import start_flow_execution
+from flows.services import update_flow
 from tests.helpers.browser import admin_login, launch_chromium, skip_module_without_chromium
 from tests.helpers.tenants import Tenant
 
@@ -191,3 +193,32 @@ def test_correct_a_task_in_the_admin_reruns_its_dependents(
             "data-status", "completed"
         )
     shot(page, tmp_path, "dag-after")
+
+
+def test_upgrade_a_flow_execution_in_the_admin_previews_then_reruns_what_changed(
+    page: Page, live_server: Any, flow_execution: FlowExecution, tmp_path: Path
+) -> None:
+    fe = flow_execution
+    update_flow(fe.flow, actor="system", definition=CHAIN.replace("n: ", "m: "))  # fetch's input
+    page.goto(fe_url(live_server.url, fe))
+    with page.expect_navigation():
+        page.locator("#upgrade-link").click()
+    expect(page.locator('select[name="to_version"]')).to_have_value("2")
+    page.locator('input[name="execute_flow"]').check()
+    page.locator('textarea[name="reason"]').fill("fetch reads m")
+    with page.expect_navigation():
+        page.locator('input[name="_preview"]').click()
+    preview = page.locator("#upgrade-preview")
+    expect(preview.locator("#upgrade-changed")).to_contain_text("fetch: input")
+    expect(preview.locator("#upgrade-stale")).to_have_text("fetch, enrich, report")
+    shot(page, tmp_path, "upgrade-preview")
+    with page.expect_navigation():
+        page.locator('input[name="_confirm"]').click()
+    expect(page.locator("ul.messagelist")).to_contain_text(
+        "Upgraded from version 1 to 2: 3 task(s) marked stale (fetch, enrich, report)"
+    )
+    fe.refresh_from_db()
+    assert (fe.flow_version.version, fe.status) == (2, FlowExecution.Status.COMPLETED)
+    assert attempts(fe, "report")[-1].input == {"from_enrich": {"from_fetch": {"m": 1}}}
+    [correction] = Correction.objects.filter(flow_execution=fe)
+    assert (correction.operation, correction.source) == ("upgrade", Correction.Source.ADMIN)

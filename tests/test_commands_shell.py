@@ -241,3 +241,45 @@ def test_a_bad_preview_token_is_refused_and_an_outdated_one_says_the_fresh_one(
     assert token, outdated
     applied = json.loads(shell(*args, "--preview-token", token[1]).stdout)
     assert re.fullmatch(UUID, applied["correction_id"])
+
+
+def test_upgrade_executions_previews_upgrades_once_and_resumes(tmp_path: Path) -> None:
+    shell = Shell(tmp_path)
+    shell("migrate", "--noinput", "-v0")
+    out = shell("demo", "--org", "up", env={"DEBUG": "true"}).stdout
+    review = re.search(rf"/task-executions/({UUID})", out)[1]
+    fe = re.search(rf"Flow execution ({UUID}) is in_progress", out)[1]
+    changed = tmp_path / "document-review.yaml"
+    text = (ROOT / "examples" / "document-review.yaml").read_text()
+    changed.write_text(
+        text.replace("    type: transform\n", "    type: transform\n    version: '2'\n")
+    )
+    assert "version 2" in shell("load_flow", str(changed), "--org", "up").stdout
+    args = ["upgrade_executions", "--flow", "document-review", "--org", "up", "--no-progress"]
+    waiting = shell(*args, "--dry-run").stdout
+    assert f"{fe}: skipped (live)" in waiting, waiting  # a person is awaited
+    shell("correct_task", review, "--output", '{"approved": true}')
+    assert f"{fe}: would mark 1 task(s) stale, run 0" in shell(*args, "--dry-run").stdout
+    dry = shell(*args, "--dry-run", "--execute-flow").stdout
+    assert f"{fe}: would mark 1 task(s) stale, run 1" in dry, dry
+    assert "1 would be upgraded (dry run, nothing written), 0 skipped, 0 failed" in dry
+    assert shell.rows("SELECT count(*) FROM executions_correction WHERE operation = 'upgrade'") == [
+        (0,)
+    ]
+    done = shell(*args, "--execute-flow", "--reason", "publish v2").stdout
+    assert "1 upgraded, 0 skipped, 0 failed (to version 2)" in done, done
+    job = re.search(rf"upgrade job ({UUID})", done)[1]
+    assert shell.rows(
+        "SELECT count(*), max(reason), max(source) FROM executions_correction"
+        " WHERE operation = 'upgrade'"
+    ) == [(1, "publish v2", "command")]
+    again = shell("upgrade_executions", "--resume", job, "--no-progress").stdout
+    assert "1 upgraded, 0 skipped, 0 failed" in again
+    assert shell.rows("SELECT count(*) FROM executions_correction WHERE operation = 'upgrade'") == [
+        (1,)
+    ]
+    for bad in (["--flow", "nope", "--org", "up"], ["--flow", "nope"], ["--resume", "x"]):
+        refused = shell("upgrade_executions", *bad, status=1).stderr
+        assert refused.startswith("CommandError: "), refused
+    refused = shell(*args, "--to-version", "9", status=1).stderr
+    assert refused.startswith("CommandError: --to-version: the flow has no version 9"), refused

@@ -50,7 +50,7 @@ from executions.services import start_flow_execution
 from flowplatform.tenancy.models import Organization
 from flowplatform.tenancy.services import create_api_key, create_organization
 from flows.models import Flow
-from flows.services import create_flow
+from flows.services import create_flow, update_flow
 from outputs.models import TaskOutput
 from tests.helpers.corrections import PROPERTY
 from tests.helpers.fuzz_dags import drive, looped_dags, steps
@@ -156,6 +156,12 @@ def world(transactional_db: None) -> Iterator[World]:
         for scope, scopes in {"all": None, "read": ["read"], "write": ["write"]}.items()
     }
     mine = populate(organization)
+    # A version 2 of word-stats (its `longest` bumped) for the upgrade's examples.
+    definition = (EXAMPLES / "word-stats.yaml").read_text()
+    bumped = definition.replace(
+        "    type: transform\n", "    type: transform\n    version: '2'\n", 1
+    )
+    update_flow(mine.flows[1], actor="fuzz", definition=bumped)
     foreign = populate(create_organization("other"), flows=("word-stats",))
     CURRENT["world"] = World(keys, mine, foreign, mine.named())
     yield CURRENT["world"]
@@ -204,6 +210,10 @@ EXPLICIT = {
     ],
     "GET /flow-executions/{id}": [_at("run:document-review")],
     "DELETE /flow-executions/{id}": [_at("run:document-review")],
+    "POST /flow-executions/{id}/upgrade": [
+        _at("run:word-stats", query={"dry_run": "true"}, body={"flow_version": 2}),
+        _at("run:word-stats", query={"execute_flow": "true"}, body={"reason": "new longest"}),
+    ],
     "POST /flow-executions/{id}/execute": [
         _at("run:word-stats", query={"only": "stale"}),
         _at("run:word-stats", query={"task": "total"}),

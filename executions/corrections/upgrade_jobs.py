@@ -8,9 +8,9 @@ batches of FLOWPLATFORM_UPGRADE_BATCH, each batch one transaction and each execu
 in it, its item's outcome written with its upgrade: a crash rolls back the batch it was in and
 leaves those items pending, so the job resumes where it stopped and upgrades nothing twice.
 
-While a batch runs the job holds a lease (FLOWPLATFORM_LEASE_SECONDS); a worker that dies
-mid-job stops renewing it, and the reaper hands its job row to another worker
-(executions.jobs.requeue_stalled_upgrades). An execution with queued or running attempts when
+The job holds a lease (FLOWPLATFORM_UPGRADE_LEASE_SECONDS), renewed as each batch commits (a
+batch must take less); a worker that dies mid-job stops renewing it, and the reaper hands its
+job row to another worker (executions.jobs.requeue_stalled_upgrades). An execution with queued or running attempts when
 its turn comes is skipped (`live`), not waited for: run another job once it settles.
 """
 
@@ -28,6 +28,7 @@ from django.db import DatabaseError, transaction
 from django.tasks import task
 from django.utils import timezone
 
+from executions import jobs
 from executions.corrections import upgrades
 from executions.models import Correction, FlowExecution, UpgradeJob, UpgradeJobItem
 from flowplatform import rls
@@ -132,7 +133,7 @@ def create_job(
     )
     if enqueue:
         org, pk = str(flow.organization_id), str(job.pk)
-        transaction.on_commit(lambda: run_upgrade_job.enqueue(pk, org), robust=True)
+        jobs.with_commit(lambda: run_upgrade_job.enqueue(pk, org))
     return job
 
 
@@ -160,9 +161,12 @@ def process(
     """Run the job's batches until no item is pending; `progress` is told after each batch.
     Safe to run twice at once or again after a crash: each item is upgraded once."""
     with rls.tenant_scope(organization_id):  # committed first: a crash from here on is seen
-        UpgradeJob.objects.filter(pk=job_id, status=JobStatus.QUEUED).update(
-            status=JobStatus.RUNNING, started_at=timezone.now(), lease_expires_at=_lease_end()
-        )
+        now = timezone.now()
+        UpgradeJob.objects.filter(pk=job_id, status=JobStatus.QUEUED).update(started_at=now)
+        # This runner takes the job over (from a lost one, too): its lease starts now.
+        UpgradeJob.objects.filter(
+            pk=job_id, status__in=[JobStatus.QUEUED, JobStatus.RUNNING]
+        ).update(status=JobStatus.RUNNING, lease_expires_at=_lease_end())
     while True:
         with rls.tenant_scope(organization_id):
             job, more = _batch(job_id)
@@ -203,7 +207,7 @@ def _batch(job_id: uuid.UUID) -> tuple[UpgradeJob, bool]:
 
 
 def _lease_end() -> datetime:
-    return timezone.now() + timedelta(seconds=settings.FLOWPLATFORM_LEASE_SECONDS)
+    return timezone.now() + timedelta(seconds=settings.FLOWPLATFORM_UPGRADE_LEASE_SECONDS)
 
 
 def _upgrade_item(job: UpgradeJob, item: UpgradeJobItem) -> None:

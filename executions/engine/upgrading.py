@@ -21,7 +21,7 @@ from executions.engine import planning, staleness, status
 from executions.models import FlowExecution, StaleReason, TaskExecution
 from flowplatform import history
 from flows import changes
-from flows.definitions import spec_for
+from flows.definitions import FlowSpec, spec_for
 from flows.models import FlowVersion
 from outputs import summary
 from outputs.models import TaskOutput
@@ -63,6 +63,7 @@ def upgrade(
         stale.update(marked.stale)
         iterations.update(marked.iterations)
     stale.update(_doubt_stale(flow_execution, list(change.changed), actor, correction_id, now))
+    _doubt_retired(flow_execution, new, list(change.changed), actor, correction_id, now)
     started: list[TaskExecution] = []
     if execute_flow and stale:
         transitions.rerun_flow(flow_execution, actor=actor)
@@ -134,3 +135,49 @@ def _doubt_stale(
         }
         history.update_with_history(rows, values, reason="stale: definition_changed (upgrade)")
     return sorted(set(moving.values()))
+
+
+def _doubt_retired(
+    flow_execution: FlowExecution,
+    spec: FlowSpec,
+    changed: list[str],
+    actor: str,
+    correction_id: uuid.UUID,
+    now: object,
+) -> None:
+    """A changed looped task's retired iterations (an item that left the list, a round after
+    the one that ended the loop) keep their results, so that one coming back on the same input
+    is reused; those results are of the old definition. Each becomes doubted of itself (its
+    task is its `stale_upstream_task`; still retired): early cutoff never brings one back. One
+    query, and one update if any."""
+    looped = [name for name in changed if spec.tasks[name].loop]
+    if not looped:
+        return
+    rows = (
+        TaskExecution.objects.filter(
+            flow_execution=flow_execution, task_name__any_of=looped, iteration__isnull=False
+        )
+        .order_by("task_name", "iteration", "task_execution_idx")
+        .values_list(
+            "id", "task_name", "iteration", "status", "stale_reason", "stale_upstream_task"
+        )
+    )
+    latest = {(row[1], row[2]): row for row in rows}  # each iteration's latest attempt
+    ids = [
+        pk
+        for pk, name, _, state, reason, upstream in latest.values()
+        if state == Status.STALE and reason == StaleReason.ITERATION_REMOVED and upstream != name
+    ]
+    if ids:
+        values = {
+            "stale_correction_id": correction_id,
+            "stale_upstream_task": F("task_name"),
+            "stale_upstream_iteration": None,
+            "modified_by": actor,
+            "updated_at": now,
+        }
+        history.update_with_history(
+            TaskExecution.objects.filter(pk__any_of=ids),
+            values,
+            reason="retired iteration doubted: definition_changed (upgrade)",
+        )

@@ -3,7 +3,8 @@
 tests/test_fuzz.py records each schemathesis call here; the terminal summary hook prints one
 line per operation (calls, statuses seen, failures), so CI logs show what the fuzzer covered
 without -s. The engine property (random DAGs with loops, tests/helpers/fuzz_dags.py) gets a
-section too: examples, tasks by kind, corrections by target and mode, attempts run and reused.
+section too: examples, tasks by kind, corrections by target and mode, upgrades by definition
+change and mode, attempts run and reused.
 A pytest plugin: tests/conftest.py registers it (`pytest_plugins`).
 """
 
@@ -73,6 +74,7 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
             f"tasks: {_counts(DAG_STATS.tasks)}"
         )
         terminalreporter.write_line(f"corrections: {_counts(DAG_STATS.corrections)}")
+        terminalreporter.write_line(f"upgrades: {_counts(DAG_STATS.upgrades)}")
         terminalreporter.write_line(f"attempts after corrections: {_counts(DAG_STATS.attempts)}")
     if not FUZZ_STATS.operations:
         return
