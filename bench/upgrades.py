@@ -226,6 +226,7 @@ def markdown(payload: dict[str, Any]) -> str:
                     label,
                     common.fmt(phase.get("seconds"), 2),
                     common.fmt(phase.get("ms_per_execution"), 2),
+                    common.fmt(phase.get("cpu_ms_per_execution"), 2),
                     f"{phase['statements']:,}" if "statements" in phase else "—",
                     common.fmt(phase.get("statements_per_execution"), 2),
                     phase.get("stale_per_execution", "—"),
@@ -258,7 +259,7 @@ def markdown(payload: dict[str, Any]) -> str:
                 ]
             )
     headers = [
-        "mode", "executions", "upgrade", "s", "ms/execution", "statements",
+        "mode", "executions", "upgrade", "s", "ms/execution", "CPU ms/execution", "statements",
         "statements/execution", "stale/execution", "re-ran/execution", "reused/execution",
         "full run ms/execution (set-up)", "jobs", "≤ 50 ms", "status",
     ]  # fmt: skip
@@ -298,7 +299,9 @@ def markdown(payload: dict[str, Any]) -> str:
         "and (jobs in process) processed in batches of FLOWPLATFORM_UPGRADE_BATCH = 50, each "
         "batch enqueuing a wave job per execution for its re-runs, run after the upgrade job; "
         "s, ms and statements are the "
-        "request's (every SQL statement on the connection). (b) the same with "
+        "request's (every SQL statement on the connection); CPU ms: the measuring process's CPU "
+        "time during the request (SQLite's work included, PostgreSQL's not), less sensitive "
+        "than the wall time to other work on the machine. (b) the same with "
         "`execute_flow=false`, from version 2 to a version 3 that changes the same task again "
         "(`min([a, `-1`])`): marking only, the executions are left stale. Checked after each "
         "(the run fails otherwise): every execution on the new version and completed (a) or "

@@ -54,7 +54,7 @@ class UpgradeJob(TenantOwned):
         indexes = [models.Index(fields=["organization", "created_at"])]
 
     def __str__(self) -> str:
-        return f"upgrade of {self.flow_id} to v{self.to_version_id}"
+        return f"upgrade job {str(self.pk)[:8]}"
 
 
 class UpgradeJobItem(TenantOwned):

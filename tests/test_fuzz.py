@@ -14,9 +14,10 @@ tests/test_fuzz_regressions.py.
 
 The engine is fuzzed too (`test_random_looped_dags_…`): random DAGs of pure tasks, plain and
 looped (for_each over an upstream list, until loops), through random sequences of corrections
-of a task or of one iteration, each checked against a from-scratch evaluation in pure Python
-(tests/helpers/fuzz_dags.py): published outputs, current attempts, the freshness invariant,
-and that only what has a changed input runs again.
+of a task or of one iteration and of upgrades to a changed definition, each checked against a
+from-scratch evaluation in pure Python (tests/helpers/fuzz_dags.py): published outputs,
+current attempts, the freshness invariant (inputs and definitions), and that exactly what has
+a changed input or definition runs again.
 """
 
 from __future__ import annotations
@@ -71,9 +72,9 @@ CHECKS = [
 # FUZZ_MAX_EXAMPLES=300 FUZZ_SEED=7 explore further (a seed replaces the derandomized run).
 MAX_EXAMPLES = int(os.environ.get("FUZZ_MAX_EXAMPLES", "25"))
 SEED = os.environ.get("FUZZ_SEED")
-# Random DAGs (at most 8 tasks, 5 items, 5 corrections each) the engine property runs: each
-# example runs a flow and up to 5 corrections (about 0.5 s on SQLite). FUZZ_DAG_EXAMPLES=200
-# explores further; FUZZ_SEED applies to it too.
+# Random DAGs (at most 8 tasks, 5 items, 2 to 6 steps each) the engine property runs: each
+# example runs a flow and its steps, corrections and upgrades (about 0.5 s on SQLite).
+# FUZZ_DAG_EXAMPLES=200 explores further; FUZZ_SEED applies to it too.
 DAG_EXAMPLES = int(os.environ.get("FUZZ_DAG_EXAMPLES", "30"))
 FLOW_INPUTS = {
     "document-review": {"document": "Quarterly report " * 50},
@@ -427,9 +428,10 @@ def _dag_settings(test: Any) -> Any:
 def test_random_looped_dags_match_a_from_scratch_evaluation_after_any_corrections(
     tenant: Any, tasks: list, plan: list
 ) -> None:
-    """After the first run and after each correction (with execute_flow, or without it and
-    then ?only=stale): the flow completed, each task's published output and each current
-    attempt is what evaluating the definition from scratch over the corrections gives, the
-    freshness invariant holds, and only tasks and iterations whose own input changed ran
-    again (tests/helpers/fuzz_dags.py)."""
+    """After the first run and after each correction or upgrade to a changed definition (with
+    execute_flow, or without it and then ?only=stale): the flow completed, each task's
+    published output and each current attempt is what evaluating the definition in force from
+    scratch over the corrections gives, the freshness invariant holds (inputs and
+    definitions), and exactly the tasks and iterations whose own input or definition changed
+    ran again (tests/helpers/fuzz_dags.py)."""
     drive(tenant, tasks, plan)

@@ -37,7 +37,7 @@ def chain(b_expression: str = "v", **extra: Any) -> list[dict[str, Any]]:
 
 
 def start(tenant: Any, tasks: list[dict], flow_input: Any = None) -> tuple[str, str]:
-    flow_id = create_flow(tenant, {"tasks": tasks}, name="chain")
+    flow_id = create_flow(tenant, {"tasks": tasks}, name=f"chain-{len(tasks)}")
     response = tenant.client.post(
         "/flow-executions",
         {"flow_id": flow_id, "input": {"v": 3} if flow_input is None else flow_input},
@@ -420,3 +420,35 @@ def test_a_job_run_again_after_it_finished_upgrades_nothing_twice(tenant):
     job = tenant.client.post(f"/flows/{flow_id}/upgrade-executions", {}, format="json").json()
     upgrade_jobs.process(job["id"], tenant.org.pk)
     assert Correction.objects.filter(flow_execution_id=fe, operation="upgrade").count() == 1
+
+
+def layered(size: int, expression: str = "v") -> list[dict[str, Any]]:
+    """A chain of `size` transforms; task m{size//2} has the config that changes."""
+    tasks = [{"name": "m0", "type": "transform", "input": {"v": "${{ flow.input.v }}"}}]
+    for i in range(1, size):
+        task = {
+            "name": f"m{i}",
+            "type": "transform",
+            "input": {"v": f"${{{{ tasks.m{i - 1}.output.v }}}}"},
+        }
+        if i == size // 2:
+            task["config"] = {"expression": expression}
+        tasks.append(task)
+    return tasks
+
+
+@pytest.mark.parametrize("execute_flow", [False, True])
+def test_an_upgrade_costs_the_same_queries_for_10_tasks_as_for_100(tenant, execute_flow):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    counts = []
+    for size in (10, 100):
+        flow_id, fe = start(tenant, layered(size, "{v: v}"))
+        new_version(tenant, flow_id, layered(size, "{v: v, w: `1`}"))
+        with CaptureQueriesContext(connection) as queries:
+            response = upgrade(tenant, fe, "?execute_flow=true" if execute_flow else "")
+        assert response.status_code == 200, response.json()
+        assert len(response.json()["stale_tasks"]) == size - size // 2
+        counts.append(len(queries))
+    assert counts[0] == counts[1], counts

@@ -230,7 +230,8 @@ def _upgrade_item(job: UpgradeJob, item: UpgradeJobItem) -> None:
     except InvalidInput as exc:
         code = exc.errors[0][2] if exc.errors else exc.code
         skipped = code in SKIPPED_VALIDATION
-        _settle(item, Outcome.SKIPPED if skipped else Outcome.FAILED, code, str(exc))
+        message = "; ".join(text for _, text, _ in exc.errors) or str(exc)
+        _settle(item, Outcome.SKIPPED if skipped else Outcome.FAILED, code, message)
     except DomainError as exc:
         skip = SKIPS.get(exc.code)
         _settle(item, Outcome.SKIPPED if skip else Outcome.FAILED, skip or exc.code, str(exc))

@@ -24,17 +24,29 @@ gone (the engine ran it again), but a key that is not evaluated at all (an item 
 list, a round after the loop ended) keeps it — and keeps its last input, so that an item that
 comes back unchanged is reused (README "Early cutoff", notes on loops).
 
-`drive` runs a DAG through the API, applies the corrections (PUT of the GET body, output
-changed, status completed; with `execute_flow=true`, or without it and then `POST
-…/execute?only=stale`) and checks after the first run and after every step: the flow settles
+An upgrade (`mutate`, `Model.upgrade`) moves to another definition: one task's constant, OP
+or loop definition changed, a `version:` bumped, a leaf task added (sometimes under a removed
+task's name) or one nobody reads removed, or a change that does not count (a description,
+max_parallel). A changed task runs again at every key: its corrections are gone and its earlier
+inputs no reason to reuse anything (an item that comes back later runs too); a removed task's
+keys leave; an added task's run. A loop kind change of a task that ran is refused (422).
+
+`drive` runs a DAG through the API, makes the steps: corrections (PUT of the GET body, output
+changed, status completed) and upgrades (PUT or PATCH /flows/{id} with the new definition,
+then POST …/upgrade), each with `execute_flow=true`, or without it and then `POST
+…/execute?only=stale`; and checks after the first run and after every step: the flow settles
 completed, every task's published output (its newest non-deleted TaskOutput) and every
-current attempt's input and output are what `evaluate` gives, the freshness invariant holds,
-and only keys whose own input changed ran again (every other iteration is reused or kept).
+current attempt's input and output are what `evaluate` gives (of the definition in force),
+the freshness invariant holds (inputs and definitions), exactly the keys whose own input
+changed or whose task an upgrade changed or added ran again (every other iteration is reused
+or kept), an upgrade reports the tasks changed, added and removed that the model sees, a
+removed task keeps no current attempt nor output, and the engine logs no error.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import time
 import uuid
 from collections.abc import Callable
@@ -399,8 +411,8 @@ steps = st.lists(
         st.integers(0, 7),
         st.booleans(),
     ),
-    min_size=1,
-    max_size=5,
+    min_size=2,
+    max_size=6,
 )
 
 # Definition changes an upgrade step makes (`mutate`): a constant, the OP, a loop's definition
@@ -732,21 +744,42 @@ def upgrade(
         check_removed(run.fe, removed, context)
 
 
+class EngineErrors(logging.Handler):
+    """The engine's logged errors (a wave that failed and ran again one attempt at a time is
+    right in the end, and wrong): none may happen."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.found: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.found.append(record.getMessage())
+
+
 def drive(tenant: Any, tasks: list[Task], plan: list[tuple]) -> None:
     """Run `tasks`, make the steps of `plan` (corrections, upgrades), checking after the run
-    and after every step."""
+    and after every step; the engine logs no error."""
     started = time.monotonic()
     DAG_STATS.examples += 1
     for task in tasks:
         DAG_STATS.add(DAG_STATS.tasks, task.kind)
-    flow, fe = start(tenant, tasks)
-    run = Run(tenant, Model(tasks), flow, fe)
-    check(fe, run.model, run.context(tasks))
-    for step, index, execute, value, items, mutation, put_ in plan:
-        if step == "correct":
-            correct(run, tasks, index, execute, value, items)
-        else:
-            upgrade(run, tasks, index, execute, value, mutation, put_)
+    errors = EngineErrors()
+    engine = logging.getLogger("flowplatform.engine")
+    engine.addHandler(errors)
+    try:
+        flow, fe = start(tenant, tasks)
+        run = Run(tenant, Model(tasks), flow, fe)
+        check(fe, run.model, run.context(tasks))
+        for step, index, execute, value, items, mutation, put_ in plan:
+            if step == "correct":
+                correct(run, tasks, index, execute, value, items)
+            else:
+                upgrade(run, tasks, index, execute, value, mutation, put_)
+            if not any(tolerated(run) for tolerated in KNOWN_LOGGED_ERRORS):
+                assert errors.found == [], f"{errors.found}\n{run.context(tasks)}"
+            errors.found.clear()
+    finally:
+        engine.removeHandler(errors)
     retired = TaskExecution.objects.filter(flow_execution_id=fe, stale_reason="iteration_removed")
     DAG_STATS.add(DAG_STATS.attempts, "retired", retired.count())
     DAG_STATS.seconds += time.monotonic() - started
@@ -759,5 +792,18 @@ def drive(tenant: Any, tasks: list[Task], plan: list[tuple]) -> None:
 # its condition no longer holds, test_an_until_loop_whose_last_round_no_longer_holds_…) is fixed.
 KNOWN_BUGS: list[Callable[[Model, Key, Any], bool]] = []
 # The same for upgrades: each a predicate (model, the new definition) telling when an upgrade
-# step would hit one; the property skips that step.
+# step would hit one; the property skips that step. Empty: the one found (an iteration
+# retired before an upgrade changed its task came back and reused its old result,
+# test_an_item_that_comes_back_after_an_upgrade_changed_its_loop_runs_again) is fixed.
 KNOWN_UPGRADE_BUGS: list[Callable[[Model, list[Task]], bool]] = []
+
+
+def _a_task_was_removed(run: Run) -> bool:
+    """test_waves_after_an_upgrade_removed_a_task_run_as_waves: once an upgrade removed a task,
+    every wave fails on it (logged) and runs again one attempt at a time (right outcome)."""
+    return bool(run.removed)
+
+
+# Bugs that only log an engine error (the outcome checked is right): each a predicate (run)
+# telling when the property tolerates the error log.
+KNOWN_LOGGED_ERRORS: list[Callable[[Run], bool]] = [_a_task_was_removed]
