@@ -11,7 +11,8 @@ leaves those items pending, so the job resumes where it stopped and upgrades not
 The job holds a lease (FLOWPLATFORM_UPGRADE_LEASE_SECONDS), renewed as each batch commits (a
 batch must take less); a worker that dies mid-job stops renewing it, and the reaper hands its
 job row to another worker (executions.jobs.requeue_stalled_upgrades). An execution with
-queued or running attempts when its turn comes is skipped (`live`), not waited for: run another job once it settles.
+queued or running attempts when its turn comes is skipped (`live`), not waited for: run
+another job once it settles.
 """
 
 from __future__ import annotations
