@@ -210,6 +210,16 @@ def _per(phase: dict[str, Any], job: str, size: int) -> float | None:
     return total[job] / size if job in total else None
 
 
+def _without_cpu_if_unmeasured(
+    headers: list[str], table: list[list[Any]]
+) -> tuple[list[str], list[list[Any]]]:
+    """Results from before the CPU time was recorded: no column of dashes."""
+    i = headers.index("CPU ms/execution")
+    if any(row[i] != "—" for row in table):
+        return headers, table
+    return headers[:i] + headers[i + 1 :], [row[:i] + row[i + 1 :] for row in table]
+
+
 def markdown(payload: dict[str, Any]) -> str:
     rows, target = payload["results"], payload["target"]
     table, shapes = [], []
@@ -330,7 +340,7 @@ def markdown(payload: dict[str, Any]) -> str:
         [
             common.header("Upgrades", payload["machine"]),
             summary + "\n",
-            common.markdown_table(headers, table),
+            common.markdown_table(*_without_cpu_if_unmeasured(headers, table)),
             "",
             workload + note,
             "",

@@ -63,12 +63,12 @@ class FlowUpgradeViewSet(TenantViewSet):
     )
     @action(detail=True, methods=["post"], url_path="upgrade-executions", filterset_class=None)
     def upgrade_executions(self, request: Request, pk: str) -> Response:
+        flow = self.get_object()  # another organization's is a 404 before anything
         query = UpgradeJobQuerySerializer(data=request.query_params)
         if not query.is_valid():
             raise RequestValidationError(query.errors, location="query")
         body = UpgradeJobCreateSerializer(data=request.data)
         body.is_valid(raise_exception=True)
-        flow = self.get_object()
         if flow.deleted_at is not None:
             raise Conflict("the flow is deleted; its executions cannot be upgraded")
         data = body.validated_data

@@ -130,6 +130,7 @@ class FlowExecutionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, Ten
     )
     @action(detail=True, methods=["post"], filterset_class=None)
     def upgrade(self, request: Request, pk: str) -> Response:
+        flow_execution = self.get_object()  # another organization's is a 404 before anything
         query = ExecuteFlowQuerySerializer(data=request.query_params)
         if not query.is_valid():
             raise RequestValidationError(query.errors, location="query")
@@ -142,7 +143,6 @@ class FlowExecutionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, Ten
             "reason": correction_reason(request, body.validated_data.get("reason")),
             "preview_token": query.validated_data.get("preview_token"),
         }
-        flow_execution = self.get_object()
         if query.validated_data["dry_run"]:
             result = upgrades.preview_upgrade(flow_execution, **kwargs)
             shown = result.flow_execution

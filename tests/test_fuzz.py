@@ -45,8 +45,9 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
+from executions.corrections import upgrade_jobs
 from executions.corrections.task_executions import correct_task_execution
-from executions.models import Correction, FlowExecution, TaskExecution
+from executions.models import Correction, FlowExecution, TaskExecution, UpgradeJob
 from executions.services import start_flow_execution
 from flowplatform.tenancy.models import Organization
 from flowplatform.tenancy.services import create_api_key, create_organization
@@ -72,7 +73,7 @@ CHECKS = [
 # FUZZ_MAX_EXAMPLES=300 FUZZ_SEED=7 explore further (a seed replaces the derandomized run).
 MAX_EXAMPLES = int(os.environ.get("FUZZ_MAX_EXAMPLES", "25"))
 SEED = os.environ.get("FUZZ_SEED")
-# Random DAGs (at most 8 tasks, 5 items, 2 to 6 steps each) the engine property runs: each
+# Random DAGs (at most 8 tasks, 5 items, 2 to 5 steps each) the engine property runs: each
 # example runs a flow and its steps, corrections and upgrades (about 0.5 s on SQLite).
 # FUZZ_DAG_EXAMPLES=200 explores further; FUZZ_SEED applies to it too.
 DAG_EXAMPLES = int(os.environ.get("FUZZ_DAG_EXAMPLES", "30"))
@@ -92,11 +93,14 @@ class Rows:
     task_executions: list[TaskExecution] = field(default_factory=list)
     task_outputs: list[TaskOutput] = field(default_factory=list)
     corrections: list[Correction] = field(default_factory=list)
+    upgrade_jobs: list[UpgradeJob] = field(default_factory=list)
 
     def named(self) -> dict[str, Any]:
         """`flow:word-stats`, `run:word-stats`, `te:review`, `out:extract`, … (task names are
         unique across the two example flows)."""
         names: dict[str, Any] = {"org": self.organization, "correction": self.corrections[0]}
+        if self.upgrade_jobs:
+            names["job"] = self.upgrade_jobs[0]
         for flow, run in zip(self.flows, self.flow_executions, strict=True):
             names[f"flow:{flow.name}"] = flow
             names[f"run:{flow.name}"] = run
@@ -163,6 +167,10 @@ def world(transactional_db: None) -> Iterator[World]:
         "    type: transform\n", "    type: transform\n    version: '2'\n", 1
     )
     update_flow(mine.flows[1], actor="fuzz", definition=bumped)
+    # A dry-run upgrade job of it (the executions stay on version 1), for the jobs' examples.
+    mine.upgrade_jobs.append(
+        upgrade_jobs.create_job(mine.flows[1], actor="fuzz", to_version=2, dry_run=True)
+    )
     foreign = populate(create_organization("other"), flows=("word-stats",))
     CURRENT["world"] = World(keys, mine, foreign, mine.named())
     yield CURRENT["world"]
@@ -215,6 +223,17 @@ EXPLICIT = {
         _at("run:word-stats", query={"dry_run": "true"}, body={"flow_version": 2}),
         _at("run:word-stats", query={"execute_flow": "true"}, body={"reason": "new longest"}),
     ],
+    "POST /flows/{id}/upgrade-executions": [
+        _at("flow:word-stats", query={"dry_run": "true"}, body={"from_version": 1}),
+        _at(
+            "flow:word-stats",
+            query={"execute_flow": "true"},
+            body={"to_version": 2, "status": ["completed", "stale"], "reason": "new longest"},
+        ),
+    ],
+    "GET /upgrade-jobs": [{"query": {"flow_id": "@flow:word-stats.id", "status": "completed"}}],
+    "GET /upgrade-jobs/{id}": [_at("job")],
+    "GET /upgrade-jobs/{id}/executions": [_at("job", query={"limit": 1})],
     "POST /flow-executions/{id}/execute": [
         _at("run:word-stats", query={"only": "stale"}),
         _at("run:word-stats", query={"task": "total"}),

@@ -385,11 +385,6 @@ def test_a_round_that_comes_back_after_an_upgrade_changed_its_loop_runs_again(te
 # (the outcome is right; the property checks outcomes, and skips this log check for it).
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="cutoff.reusable_attempts looks up every latest attempt's task in the new spec "
-    "(KeyError for a task an upgrade removed); waves fall back to one attempt at a time",
-)
 @pytest.mark.django_db(transaction=True)
 def test_waves_after_an_upgrade_removed_a_task_run_as_waves(tenant, caplog) -> None:
     tasks = [

@@ -81,12 +81,16 @@ def populate(tenant: Tenant) -> dict[str, str]:
     with rls.tenant_scope(tenant.org):
         Membership.objects.create(user=staff, organization=tenant.org)
     corrections = api(tenant, "get", "/corrections")
+    # A second version, and an upgrade job (a dry run: the execution stays as it is).
+    api(tenant, "patch", f"/flows/{flow['id']}", {"definition": CHAIN + "    version: '2'\n"})
+    job = api(tenant, "post", f"/flows/{flow['id']}/upgrade-executions?dry_run=true", {})
     return {
         "flow": flow["id"],
         "flow_execution": execution["id"],
         "task_execution": first["id"],
         "task_output": outputs["results"][0]["id"],
         "correction": corrections["results"][0]["id"],
+        "upgrade_job": job["id"],
     }
 
 
@@ -273,6 +277,7 @@ def test_cross_tenant_requests_on_every_route_and_method_are_404_and_write_nothi
         "task-executions": "task_execution",
         "task-outputs": "task_output",
         "corrections": "correction",
+        "upgrade-jobs": "upgrade_job",
     }
     with rls.bypass("test", "snapshot"):
         before = {m: list(m.objects.order_by("pk").values()) for m in tenant_tables().values()}

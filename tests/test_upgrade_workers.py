@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
-from typing import Any
 
 import pytest
 
@@ -15,7 +13,7 @@ from executions.models import Correction, FlowExecution, TaskExecution, UpgradeJ
 from executions.selectors import freshness_violations
 from executions.services import start_flow_execution
 from flows.services import create_flow, update_flow
-from tests.helpers.workers import start_worker, stop
+from tests.helpers.workers import start_worker, stop, wait_for
 
 pytestmark = [pytest.mark.postgresql, pytest.mark.django_db(transaction=True)]
 
@@ -42,16 +40,6 @@ def definition(expression: str) -> str:
     return json.dumps({"tasks": tasks})
 
 
-def wait_for(predicate: Any, timeout: float = 120) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError("timed out waiting")
-
-
 def test_a_bulk_upgrade_survives_a_worker_killed_mid_job_and_upgrades_each_once(
     tenant, settings, tmp_path
 ):
@@ -67,7 +55,7 @@ def test_a_bulk_upgrade_survives_a_worker_killed_mid_job_and_upgrades_each_once(
     try:
         job = upgrade_jobs.create_job(flow, actor="t", execute_flow=True, reason="fix b")
         progressed = wait_for(
-            lambda: UpgradeJob.objects.filter(pk=job.pk, upgraded__gte=100).exists()
+            lambda: UpgradeJob.objects.filter(pk=job.pk, upgraded__gte=100).exists(), 120
         )
         assert progressed
         # SIGKILL mid-job, just after a batch committed (where a job enqueued on commit would

@@ -17,7 +17,7 @@ from executions.services import start_flow_execution
 from flows.services import create_flow
 from tests.helpers.database import app_database_url, database_address
 from tests.helpers.proxy import DatabaseProxy, through_proxy
-from tests.helpers.workers import start_worker, stop, wait_until_settled
+from tests.helpers.workers import start_worker, stop, wait_for, wait_until_settled
 
 pytestmark = [pytest.mark.postgresql, pytest.mark.django_db(transaction=True)]
 
@@ -83,16 +83,6 @@ def slow_task(name: str, log: Path, seconds: float, **fields: Any) -> dict[str, 
 def start_flow(tenant: Any, tasks: list[dict[str, Any]], name: str = "faults") -> Any:
     flow = create_flow(tenant.org, name=name, definition=json.dumps({"tasks": tasks}), actor="t")
     return start_flow_execution(tenant.org, flow_id=flow.id, actor="t")
-
-
-def wait_for(predicate: Any, timeout: float = 60) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError("timed out waiting")
 
 
 def running_on(worker: subprocess.Popen, prefix: str = "") -> TaskExecution | None:

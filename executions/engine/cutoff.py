@@ -163,7 +163,8 @@ def reusable_attempts(
     eligible = [
         a.task_name
         for a in latest
-        if not spec.tasks[a.task_name].loop  # iterations: engine.iterating
+        if a.task_name in spec.tasks  # not a task an upgrade removed
+        and not spec.tasks[a.task_name].loop  # iterations: engine.iterating
         and may_cut_off(a, spec.tasks[a.task_name].rerun)
     ]
     if not eligible:

@@ -105,7 +105,12 @@ class Group:
         """A planner that knows every task's latest attempt (one query): under the flow
         execution's lock nothing else changes them, so no wave reads them again."""
         planner = planning.Planner(self.flow_execution, self.spec, True, None)
-        planner.latest = selectors.latest_attempts(self.flow_execution)
+        # Of the version's tasks: a task an upgrade removed has attempts, and no spec.
+        planner.latest = {
+            name: attempt
+            for name, attempt in selectors.latest_attempts(self.flow_execution).items()
+            if name in self.spec.tasks
+        }
         planner.loaded = set(self.spec.tasks)
         planner.reusable = cutoff.reusable_attempts(
             self.flow_execution, self.spec, planner.latest.values()

@@ -412,7 +412,7 @@ steps = st.lists(
         st.booleans(),
     ),
     min_size=2,
-    max_size=6,
+    max_size=5,
 )
 
 # Definition changes an upgrade step makes (`mutate`): a constant, the OP, a loop's definition
@@ -729,12 +729,15 @@ def upgrade(
         f"{answer}\n{context}"
     )
     assert set(answer["removed_tasks"]) == removed, f"{answer}\n{context}"
+    label = change.split(" ", 1)[0]  # what was changed (a fallback: a version bump)
+    if added & set(run.removed):
+        label = "add under a removed task's name"
     run.removed += sorted(removed)
     changed = model.upgrade(new)
     if not execute:
         only_stale(run.tenant, run.fe, context)
     DAG_STATS.add(
-        DAG_STATS.upgrades, f"{kind}, {'execute_flow' if execute else 'then ?only=stale'}"
+        DAG_STATS.upgrades, f"{label}, {'execute_flow' if execute else 'then ?only=stale'}"
     )
     flow_execution = FlowExecution.objects.get(pk=run.fe)
     assert flow_execution.flow_version.version == version, context

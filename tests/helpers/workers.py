@@ -55,3 +55,14 @@ def wait_until_settled(flow_execution_id: Any, timeout: float = 240) -> str:
             return status
         time.sleep(0.2)
     return "timed out"
+
+
+def wait_for(predicate: Any, timeout: float = 60) -> Any:
+    """Poll `predicate` until it gives something truthy (returned); fail after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError("timed out waiting")
