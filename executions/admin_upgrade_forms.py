@@ -81,7 +81,7 @@ class UpgradeJobForm(forms.Form):
     )
     statuses = forms.MultipleChoiceField(
         required=False,
-        choices=FlowExecution.Status.choices,
+        choices=[c for c in FlowExecution.Status.choices if c[0] != FlowExecution.Status.DELETED],
         widget=forms.CheckboxSelectMultiple,
         help_text="Only executions in these statuses (none ticked: any status).",
     )

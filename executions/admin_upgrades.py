@@ -146,13 +146,10 @@ class UpgradeJobAdmin(ReadOnlyModelAdmin):
         "version",
         "status",
         "dry_run",
-        "execute_flow",
         "matched",
         "upgraded",
         "skipped",
         "failed",
-        "source",
-        "modified_by",
     ]
     list_filter = ["status", "dry_run", "source", ("organization", ScopedOrganizationFilter)]
     list_select_related = ["flow", "to_version"]

@@ -74,6 +74,17 @@ class CorrectionSerializer(serializers.ModelSerializer):
         read_only=True,
         help_text="Of the looped tasks it made stale, the iterations: task name → iterations.",
     )
+    changes = serializers.JSONField(
+        read_only=True,
+        help_text="Of an upgrade (operation `upgrade`): the tasks changed (task → changed "
+        "fields), added and removed between `before.flow_version` and `after.flow_version`; "
+        "{} otherwise.",
+    )
+    upgrade_job_id = UUIDField(
+        read_only=True,
+        allow_null=True,
+        help_text="The upgrade job (GET /upgrade-jobs/{id}) this upgrade was part of, if any.",
+    )
     execute_flow = serializers.BooleanField(
         read_only=True, help_text="Whether it re-executed the stale tasks."
     )
@@ -100,6 +111,8 @@ class CorrectionSerializer(serializers.ModelSerializer):
             "after",
             "stale_tasks",
             "stale_iterations",
+            "changes",
+            "upgrade_job_id",
             "execute_flow",
             "started_attempts",
             "created_at",

@@ -48,6 +48,10 @@ class CorrectionFilterSet(django_filters.FilterSet):
     task_name = django_filters.CharFilter(help_text="Only corrections of this task (exact).")
     task_execution_id = django_filters.UUIDFilter(help_text="Only corrections of this attempt.")
     modified_by = django_filters.CharFilter(help_text="Only corrections by this actor (exact).")
+    operation = django_filters.ChoiceFilter(
+        choices=Correction.Operation.choices,
+        help_text="Only corrections of this kind (e.g. `upgrade`).",
+    )
     created_at = django_filters.IsoDateTimeFromToRangeFilter(
         help_text="created_at_after / created_at_before: ISO 8601 bounds, both inclusive."
     )

@@ -333,6 +333,8 @@ class Correction(TenantOwned):
         ]
 
     def __str__(self) -> str:
+        if self.operation == self.Operation.UPGRADE:
+            return f"upgrade by {self.modified_by}"
         return f"correction of {self.task_name} by {self.modified_by}"
 
 

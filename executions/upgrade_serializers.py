@@ -14,7 +14,7 @@ from flowplatform.api.serializers import StrictSerializer, UUIDField, reason_fie
 TO_VERSION_HELP = "The version to move to; default: the flow's latest version."
 
 
-class UpgradeRequestSerializer(StrictSerializer):
+class UpgradeSerializer(StrictSerializer):
     """POST /flow-executions/{id}/upgrade."""
 
     flow_version = serializers.IntegerField(required=False, min_value=1, help_text=TO_VERSION_HELP)

@@ -18,6 +18,7 @@ from executions.upgrade_serializers import (
 )
 from flowplatform import rls
 from flowplatform.api.errors import RequestValidationError
+from flowplatform.api.filters import ordering_filter
 from flowplatform.api.serializers import QueryBooleanField, correction_reason
 from flowplatform.api.views import TenantViewSet
 from flowplatform.exceptions import Conflict
@@ -100,6 +101,7 @@ class UpgradeJobFilterSet(django_filters.FilterSet):
     status = django_filters.ChoiceFilter(
         choices=UpgradeJob.Status.choices, help_text="Only jobs in this status."
     )
+    ordering = ordering_filter("created_at")
 
     class Meta:
         model = UpgradeJob
@@ -107,13 +109,13 @@ class UpgradeJobFilterSet(django_filters.FilterSet):
 
 
 @extend_schema_view(
-    list=extend_schema(summary="List upgrade jobs, newest first"),
+    list=extend_schema(summary="List upgrade jobs"),
     retrieve=extend_schema(summary="Get an upgrade job: its progress and outcome"),
 )
 class UpgradeJobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantViewSet):
     """Upgrade jobs: a flow's executions moved to one version in the background."""
 
-    queryset = UpgradeJob.objects.select_related("to_version").order_by("-created_at", "-id")
+    queryset = UpgradeJob.objects.select_related("to_version").order_by("created_at", "id")
     serializer_class = UpgradeJobSerializer
     filterset_class = UpgradeJobFilterSet
     not_found_message = "Upgrade job not found"

@@ -31,8 +31,8 @@ from executions.serializers import (
     TaskExecutionUpdateSerializer,
 )
 from executions.upgrade_serializers import (
-    UpgradeRequestSerializer,
     UpgradeResponseSerializer,
+    UpgradeSerializer,
     upgrade_response,
 )
 from flowplatform import rls
@@ -125,7 +125,7 @@ class FlowExecutionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, Ten
             "its work cannot carry over to (422 `incompatible_upgrade`)."
         ),
         parameters=[ExecuteFlowQuerySerializer, REASON_HEADER_PARAMETER],
-        request=UpgradeRequestSerializer,
+        request=UpgradeSerializer,
         responses={200: UpgradeResponseSerializer},
     )
     @action(detail=True, methods=["post"], filterset_class=None)
@@ -134,7 +134,7 @@ class FlowExecutionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, Ten
         query = ExecuteFlowQuerySerializer(data=request.query_params)
         if not query.is_valid():
             raise RequestValidationError(query.errors, location="query")
-        body = UpgradeRequestSerializer(data=request.data)
+        body = UpgradeSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         kwargs = {
             "flow_version": body.validated_data.get("flow_version"),

@@ -278,7 +278,15 @@ def test_upgrade_executions_previews_upgrades_once_and_resumes(tmp_path: Path) -
     assert shell.rows("SELECT count(*) FROM executions_correction WHERE operation = 'upgrade'") == [
         (1,)
     ]
-    for bad in (["--flow", "nope", "--org", "up"], ["--flow", "nope"], ["--resume", "x"]):
+    for bad in (
+        ["--flow", "nope", "--org", "up"],
+        ["--flow", "nope"],
+        ["--resume", "x"],
+        ["--resume", job, "--dry-run"],
+        ["--flow", "document-review", "--org", "up", "--actor", "bad actor!"],
+        ["--flow", "document-review", "--org", "up", "--created-after", "2026-12-02T00:00Z",
+         "--created-before", "2026-12-01T00:00Z"],
+    ):  # fmt: skip
         refused = shell("upgrade_executions", *bad, status=1).stderr
         assert refused.startswith("CommandError: "), refused
     refused = shell(*args, "--to-version", "9", status=1).stderr

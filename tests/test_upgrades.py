@@ -98,6 +98,10 @@ def test_a_config_change_reruns_exactly_that_task_and_the_dependents_whose_input
         .flow_version
         == 2
     )
+    listed = get_json(tenant, f"/corrections?operation=upgrade&flow_execution_id={fe}")
+    [shown] = listed["results"]
+    assert shown["changes"] == {"changed": {"b": ["config"]}, "added": [], "removed": []}
+    assert shown["upgrade_job_id"] is None
     record = Correction.objects.get(pk=body["correction_id"])
     assert record.operation == "upgrade"
     assert record.reason == "b had a bug"

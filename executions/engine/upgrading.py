@@ -10,6 +10,7 @@ Statements: a constant number per changed task (its stale marking), whatever the
 
 from __future__ import annotations
 
+import functools
 import uuid
 from dataclasses import dataclass, field
 
@@ -21,7 +22,7 @@ from executions.engine import planning, staleness, status
 from executions.models import FlowExecution, StaleReason, TaskExecution
 from flowplatform import history
 from flows import changes
-from flows.definitions import FlowSpec, spec_for
+from flows.definitions import FlowSpec, cached_spec, spec_for
 from flows.models import FlowVersion
 from outputs import summary
 from outputs.models import TaskOutput
@@ -45,8 +46,8 @@ def upgrade(
     execute_flow: bool,
     correction_id: uuid.UUID,
 ) -> Upgraded:
-    old, new = spec_for(flow_execution.flow_version), spec_for(version)
-    change = changes.compare(old, new)
+    new = spec_for(version)
+    change, causes = _compared(flow_execution.flow_version, version)
     now = timezone.now()
     FlowExecution.objects.filter(pk=flow_execution.pk).update(flow_version=version, updated_at=now)
     flow_execution.flow_version = version
@@ -55,7 +56,7 @@ def upgrade(
     stale: set[str] = set()
     iterations: dict[str, list[int]] = {}
     groups: dict[str, list[str]] = {}
-    for task, cause in changes.nearest_changed(new, change).items():
+    for task, cause in causes.items():
         groups.setdefault(cause, []).append(task)
     for cause_task, tasks in groups.items():
         cause = staleness.definition_cause(correction_id, cause_task)
@@ -78,6 +79,22 @@ def upgrade(
         )
     status.refresh_status(flow_execution, new)
     return Upgraded(change, new.dag.in_order(stale), started, iterations)
+
+
+@functools.lru_cache(maxsize=64)
+def _compare_by_id(old_id: object, new_id: object) -> tuple[changes.DefinitionChange, dict]:
+    old, new = cached_spec(old_id), cached_spec(new_id)
+    change = changes.compare(old, new)
+    return change, changes.nearest_changed(new, change)
+
+
+def _compared(
+    old: FlowVersion, new: FlowVersion
+) -> tuple[changes.DefinitionChange, dict[str, str]]:
+    """The two versions' change and each stale task's changed ancestor: computed once per pair
+    (versions are immutable), not once per execution of an upgrade job."""
+    spec_for(old), spec_for(new)  # read (and cached) by id
+    return _compare_by_id(old.pk, new.pk)
 
 
 def _retire_removed(

@@ -8,6 +8,7 @@ from django.utils.dateparse import parse_datetime
 from tqdm import tqdm
 
 from executions.corrections import upgrade_jobs
+from executions.management.commands._reexecution import check_actor
 from executions.models import Correction, FlowExecution, UpgradeJob, UpgradeJobItem
 from flowplatform import rls
 from flowplatform.commands import command_error
@@ -15,6 +16,18 @@ from flowplatform.exceptions import DomainError, NotFound
 from flowplatform.tenancy.services import get_organization
 from flows.models import Flow
 
+ARGUMENTS_OF_A_NEW_JOB = (
+    "flow",
+    "org",
+    "from_version",
+    "to_version",
+    "status",
+    "created_after",
+    "created_before",
+    "execute_flow",
+    "dry_run",
+    "reason",
+)
 ARGUMENTS = {"to_version": "--to-version", "filters": "--from-version/--status/--created-*"}
 
 
@@ -67,6 +80,18 @@ class Command(BaseCommand):
         parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     def handle(self, *args: object, **options: Any) -> None:
+        check_actor(options["actor"])
+        if options["resume"]:
+            given = [
+                f"--{name.replace('_', '-')}"
+                for name in ARGUMENTS_OF_A_NEW_JOB
+                if options[name] not in (None, False, "", [])
+            ]
+            if given:
+                raise CommandError(f"--resume continues a job as it was made: not with {given[0]}")
+        after, before = options["created_after"], options["created_before"]
+        if after and before and after >= before:
+            raise CommandError("--created-before: must be later than --created-after")
         job = self.resumed(options["resume"]) if options["resume"] else self.created(options)
         self.stdout.write(f"upgrade job {job.pk}: {job.matched} execution(s) matched")
         with tqdm(
@@ -120,7 +145,9 @@ class Command(BaseCommand):
         if by_id is not None:
             return by_id
         if org is None:
-            raise CommandError(f"--flow {name_or_id!r} is not a flow id; a name needs --org")
+            raise CommandError(
+                f"--flow: no flow with id or name {name_or_id!r} (a name needs --org)"
+            )
         try:
             organization = get_organization(org)
         except NotFound as exc:
