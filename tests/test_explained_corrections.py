@@ -387,6 +387,7 @@ def test_a_nearer_later_correction_takes_over_the_cause(tenant):
         "correction_id": str(second.id),
         "upstream_task": "c",
         "upstream_iteration": None,
+        "definition_change": None,
         "by": tenant.actor,
         "reason": "correction",
         "at": None,
