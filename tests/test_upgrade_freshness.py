@@ -13,51 +13,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from executions.models import FlowExecution, TaskExecution
 from executions.selectors import freshness_violations, is_settled
-from flows.models import Flow
-from flows.services import update_flow
-from tests.helpers.flows import attempts, create_flow
+from tests.helpers.flows import attempts
+from tests.helpers.upgrades import chain, new_version, start
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def chain(b_expression: str = "v", **extra: Any) -> list[dict[str, Any]]:
-    """a → b → c → d, and a → side (as tests/test_upgrades.py's)."""
-    tasks = [
-        {"name": "a", "type": "transform", "input": {"v": "${{ flow.input.v }}"}},
-        {
-            "name": "b",
-            "type": "transform",
-            "input": {"v": "${{ tasks.a.output.v }}"},
-            "config": {"expression": b_expression},
-        },
-        {"name": "c", "type": "transform", "input": {"b": "${{ tasks.b.output }}"}},
-        {"name": "d", "type": "transform", "input": {"c": "${{ tasks.c.output }}"}},
-        {"name": "side", "type": "transform", "input": {"a": "${{ tasks.a.output }}"}},
-    ]
-    for task in tasks:
-        task.update(extra.get(task["name"], {}))
-    return tasks
-
-
-def start(tenant: Any, tasks: list[dict]) -> tuple[str, str]:
-    flow_id = create_flow(tenant, {"tasks": tasks}, name="chain")
-    response = tenant.client.post(
-        "/flow-executions", {"flow_id": flow_id, "input": {"v": 3}}, format="json"
-    )
-    assert response.status_code == 201, response.json()
-    return flow_id, response.json()["id"]
-
-
-def new_version(flow_id: str, tasks: list[dict]) -> None:
-    update_flow(
-        Flow.objects.get(pk=flow_id), actor="t", definition=yaml.safe_dump({"tasks": tasks})
-    )
 
 
 def upgrade(tenant: Any, fe: str, query: str = "") -> dict:

@@ -9,49 +9,11 @@ import pytest
 import yaml
 
 from executions.models import Correction, FlowExecution, TaskExecution
-from flows.models import Flow
-from flows.services import update_flow
 from outputs.models import TaskOutput
-from tests.helpers.flows import attempts, create_flow, get_json
+from tests.helpers.flows import attempts, get_json
+from tests.helpers.upgrades import chain, new_version, start
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def chain(b_expression: str = "v", **extra: Any) -> list[dict[str, Any]]:
-    """a → b → c → d, and a → side."""
-    tasks = [
-        {"name": "a", "type": "transform", "input": {"v": "${{ flow.input.v }}"}},
-        {
-            "name": "b",
-            "type": "transform",
-            "input": {"v": "${{ tasks.a.output.v }}"},
-            "config": {"expression": b_expression},
-        },
-        {"name": "c", "type": "transform", "input": {"b": "${{ tasks.b.output }}"}},
-        {"name": "d", "type": "transform", "input": {"c": "${{ tasks.c.output }}"}},
-        {"name": "side", "type": "transform", "input": {"a": "${{ tasks.a.output }}"}},
-    ]
-    for task in tasks:
-        task.update(extra.get(task["name"], {}))
-    return tasks
-
-
-def start(tenant: Any, tasks: list[dict], flow_input: Any = None) -> tuple[str, str]:
-    flow_id = create_flow(tenant, {"tasks": tasks}, name=f"chain-{len(tasks)}")
-    response = tenant.client.post(
-        "/flow-executions",
-        {"flow_id": flow_id, "input": {"v": 3} if flow_input is None else flow_input},
-        format="json",
-    )
-    assert response.status_code == 201, response.json()
-    return flow_id, response.json()["id"]
-
-
-def new_version(tenant: Any, flow_id: str, tasks: list[dict]) -> int:
-    flow = update_flow(
-        Flow.objects.get(pk=flow_id), actor="t", definition=yaml.safe_dump({"tasks": tasks})
-    )
-    return flow.current_version.version
 
 
 def upgrade(tenant: Any, fe: str, query: str = "", **body: Any) -> Any:
@@ -74,7 +36,7 @@ def output(fe: str, task: str) -> Any:
 def test_a_config_change_reruns_exactly_that_task_and_the_dependents_whose_input_changes(tenant):
     flow_id, fe = start(tenant, chain())
     before = ids(fe)
-    new_version(tenant, flow_id, chain("{doubled: [v, v]}"))
+    new_version(flow_id, chain("{doubled: [v, v]}"))
     response = upgrade(tenant, fe, "?execute_flow=true", reason="b had a bug")
     assert response.status_code == 200, response.json()
     body = response.json()
@@ -126,7 +88,7 @@ def test_a_config_change_reruns_exactly_that_task_and_the_dependents_whose_input
 def test_early_cutoff_stops_at_a_changed_task_whose_output_did_not_change(tenant):
     flow_id, fe = start(tenant, chain())
     before = ids(fe)
-    new_version(tenant, flow_id, chain("v || `0`"))  # the same output for v = 3
+    new_version(flow_id, chain("v || `0`"))  # the same output for v = 3
     body = upgrade(tenant, fe, "?execute_flow=true").json()
     assert body["stale_tasks"] == ["b", "c", "d"]
     after = attempts(fe)
@@ -143,7 +105,7 @@ def test_an_added_task_runs_once_its_upstream_is_complete_and_nothing_goes_stale
     flow_id, fe = start(tenant, chain())
     before = ids(fe)
     tasks = [*chain(), {"name": "e", "type": "transform", "input": {"d": "${{ tasks.d.output }}"}}]
-    new_version(tenant, flow_id, tasks)
+    new_version(flow_id, tasks)
     body = upgrade(tenant, fe).json()
     assert (body["added_tasks"], body["stale_tasks"], body["changed_tasks"]) == (["e"], [], {})
     assert body["tasks_to_run"] == ["e"]
@@ -156,7 +118,7 @@ def test_an_added_task_runs_once_its_upstream_is_complete_and_nothing_goes_stale
 
 def test_a_removed_task_is_retired_kept_as_history_and_leaves_the_summary(tenant):
     flow_id, fe = start(tenant, chain())
-    new_version(tenant, flow_id, [t for t in chain() if t["name"] != "side"])
+    new_version(flow_id, [t for t in chain() if t["name"] != "side"])
     body = upgrade(tenant, fe).json()
     assert body["removed_tasks"] == ["side"]
     assert body["stale_tasks"] == []
@@ -173,7 +135,7 @@ def test_a_removed_task_is_retired_kept_as_history_and_leaves_the_summary(tenant
 def test_a_version_bump_alone_marks_the_task_changed(tenant):
     flow_id, fe = start(tenant, chain())
     before = ids(fe)
-    new_version(tenant, flow_id, chain(c={"version": "2024-06-01"}))
+    new_version(flow_id, chain(c={"version": "2024-06-01"}))
     body = upgrade(tenant, fe, "?execute_flow=true").json()
     assert body["changed_tasks"] == {"c": ["version"]}
     assert body["stale_tasks"] == ["c", "d"]
@@ -185,7 +147,7 @@ def test_a_version_bump_alone_marks_the_task_changed(tenant):
 
 def test_without_execute_flow_the_stale_set_waits_and_only_stale_runs_it_later(tenant):
     flow_id, fe = start(tenant, chain())
-    new_version(tenant, flow_id, chain("{x: v}"))
+    new_version(flow_id, chain("{x: v}"))
     body = upgrade(tenant, fe).json()
     assert body["stale_tasks"] == ["b", "c", "d"]
     assert body["new_attempts"] == []
@@ -197,7 +159,7 @@ def test_without_execute_flow_the_stale_set_waits_and_only_stale_runs_it_later(t
 
 def test_a_dry_run_writes_nothing_and_its_token_binds_the_upgrade(tenant):
     flow_id, fe = start(tenant, chain())
-    new_version(tenant, flow_id, chain("{x: v}"))
+    new_version(flow_id, chain("{x: v}"))
     counts = (TaskExecution.objects.count(), Correction.objects.count(), TaskOutput.objects.count())
     preview = upgrade(tenant, fe, "?execute_flow=true&dry_run=true").json()
     assert preview["dry_run"] is True
@@ -222,7 +184,7 @@ def test_a_dry_run_writes_nothing_and_its_token_binds_the_upgrade(tenant):
 
 def test_a_preview_token_goes_stale_when_the_execution_changes(tenant):
     flow_id, fe = start(tenant, chain())
-    new_version(tenant, flow_id, chain("{x: v}"))
+    new_version(flow_id, chain("{x: v}"))
     token = upgrade(tenant, fe, "?dry_run=true").json()["preview_token"]
     a = TaskExecution.objects.get(flow_execution_id=fe, task_name="a")
     response = tenant.client.patch(f"/task-executions/{a.pk}", {"output": {"v": 4}}, format="json")
@@ -239,7 +201,7 @@ def test_a_changed_task_that_was_stale_already_does_not_bring_back_its_old_resul
     tenant.client.patch(f"/task-executions/{a.pk}", {"output": {"v": 5}}, format="json")
     tenant.client.patch(f"/task-executions/{a.pk}", {"output": {"v": 3}}, format="json")
     assert attempts(fe)["b"][-1].status == "stale"
-    new_version(tenant, flow_id, chain("v || `0`"))
+    new_version(flow_id, chain("v || `0`"))
     upgrade(tenant, fe, "?execute_flow=true")
     b = attempts(fe)["b"][-1]
     assert b.status == "completed"
@@ -265,9 +227,9 @@ def test_an_upgrade_the_execution_cannot_take_is_refused_naming_the_reason(
     elif mutate == "missing":
         body["flow_version"] = 9
     elif mutate == "loop":
-        new_version(tenant, flow_id, chain(c={"for_each": [1, 2]}))
+        new_version(flow_id, chain(c={"for_each": [1, 2]}))
     else:
-        new_version(tenant, flow_id, chain("{x: v}"))
+        new_version(flow_id, chain("{x: v}"))
         assert tenant.client.delete(f"/flow-executions/{fe}").status_code == 204
     response = upgrade(tenant, fe, **body)
     assert response.status_code == status, response.json()
@@ -283,7 +245,7 @@ def test_an_upgrade_the_execution_cannot_take_is_refused_naming_the_reason(
 def test_an_execution_with_a_waiting_person_is_refused_as_live(tenant):
     tasks = [*chain(), {"name": "review", "type": "human", "depends_on": ["d"]}]
     flow_id, fe = start(tenant, tasks)
-    new_version(tenant, flow_id, [*chain("{x: v}"), tasks[-1]])
+    new_version(flow_id, [*chain("{x: v}"), tasks[-1]])
     response = upgrade(tenant, fe)
     assert response.status_code == 409
     assert response.json()["error"]["code"] == "flow_execution_live"
@@ -291,7 +253,7 @@ def test_an_execution_with_a_waiting_person_is_refused_as_live(tenant):
 
 def test_another_organizations_execution_is_not_found(tenant, other_tenant):
     flow_id, fe = start(tenant, chain())
-    new_version(tenant, flow_id, chain("{x: v}"))
+    new_version(flow_id, chain("{x: v}"))
     assert upgrade(other_tenant, fe).status_code == 404
     assert FlowExecution.objects.get(pk=fe).flow_version.version == 1
 
@@ -326,7 +288,7 @@ def test_an_upgrade_job_upgrades_every_matched_execution_in_batches_with_exact_c
         )
         executions.append(response.json()["id"])
     tenant.client.delete(f"/flow-executions/{executions[1]}")
-    new_version(tenant, flow_id, chain("{x: v}"))
+    new_version(flow_id, chain("{x: v}"))
     # One already on version 2: started after the new version.
     response = tenant.client.post(
         "/flow-executions", {"flow_id": flow_id, "input": {"v": 1}}, format="json"
@@ -362,7 +324,7 @@ def test_an_upgrade_job_upgrades_every_matched_execution_in_batches_with_exact_c
 
 def test_an_upgrade_job_dry_run_counts_per_execution_and_writes_nothing(tenant):
     flow_id, fe = start(tenant, chain())
-    new_version(tenant, flow_id, chain("{x: v}"))
+    new_version(flow_id, chain("{x: v}"))
     corrections = Correction.objects.count()
     job = tenant.client.post(
         f"/flows/{flow_id}/upgrade-executions?dry_run=true&execute_flow=true", {}, format="json"
@@ -376,7 +338,7 @@ def test_an_upgrade_job_dry_run_counts_per_execution_and_writes_nothing(tenant):
 
 def test_an_upgrade_job_filters_and_its_limit(tenant, settings):
     flow_id, _fe = start(tenant, chain())
-    new_version(tenant, flow_id, chain("{x: v}"))
+    new_version(flow_id, chain("{x: v}"))
     job = tenant.client.post(
         f"/flows/{flow_id}/upgrade-executions", {"from_version": 2}, format="json"
     ).json()
@@ -404,7 +366,7 @@ def test_an_upgrade_job_filters_and_its_limit(tenant, settings):
 
 def test_an_upgrade_job_is_its_organizations_alone(tenant, other_tenant):
     flow_id, _fe = start(tenant, chain())
-    new_version(tenant, flow_id, chain("{x: v}"))
+    new_version(flow_id, chain("{x: v}"))
     assert (
         other_tenant.client.post(
             f"/flows/{flow_id}/upgrade-executions", {}, format="json"
@@ -420,7 +382,7 @@ def test_a_job_run_again_after_it_finished_upgrades_nothing_twice(tenant):
     from executions.corrections import upgrade_jobs
 
     flow_id, fe = start(tenant, chain())
-    new_version(tenant, flow_id, chain("{x: v}"))
+    new_version(flow_id, chain("{x: v}"))
     job = tenant.client.post(f"/flows/{flow_id}/upgrade-executions", {}, format="json").json()
     upgrade_jobs.process(job["id"], tenant.org.pk)
     assert Correction.objects.filter(flow_execution_id=fe, operation="upgrade").count() == 1
@@ -449,7 +411,7 @@ def test_an_upgrade_costs_the_same_queries_for_10_tasks_as_for_100(tenant, execu
     counts = []
     for size in (10, 100):
         flow_id, fe = start(tenant, layered(size, "{v: v}"))
-        new_version(tenant, flow_id, layered(size, "{v: v, w: `1`}"))
+        new_version(flow_id, layered(size, "{v: v, w: `1`}"))
         with CaptureQueriesContext(connection) as queries:
             response = upgrade(tenant, fe, "?execute_flow=true" if execute_flow else "")
         assert response.status_code == 200, response.json()

@@ -34,7 +34,7 @@ from executions.corrections import upgrades
 from executions.models import Correction, FlowExecution, UpgradeJob, UpgradeJobItem
 from flowplatform import rls
 from flowplatform.exceptions import DomainError, InvalidInput
-from flows.models import Flow, FlowVersion
+from flows.models import Flow
 
 logger = logging.getLogger("flowplatform.engine")
 Outcome = UpgradeJobItem.Outcome
@@ -86,16 +86,7 @@ def create_job(
     through the tasks backend once this commits (with the embedded backend: before this
     returns to the request's caller). Refused (422) when the flow has no such version or more
     executions match than FLOWPLATFORM_MAX_UPGRADE_EXECUTIONS."""
-    versions = FlowVersion.objects.filter(flow=flow)
-    version = (
-        versions.order_by("-version").first()
-        if to_version is None
-        else versions.filter(version=to_version).first()
-    )
-    if version is None:
-        raise InvalidInput.field(
-            "to_version", f"the flow has no version {to_version}", "does_not_exist"
-        )
+    version = upgrades.target_version(flow.pk, to_version, "to_version")
     limit = settings.FLOWPLATFORM_MAX_UPGRADE_EXECUTIONS
     filters = {
         "from_version": from_version,

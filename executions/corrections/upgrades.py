@@ -50,16 +50,19 @@ class UpgradeResult:
     correction: Correction | None = None
 
 
-def target_version(flow_execution: FlowExecution, number: int | None) -> FlowVersion:
-    """Version `number` of the execution's flow (its latest when None); 422 if there is none."""
-    versions = FlowVersion.objects.filter(flow_id=flow_execution.flow_id)
+def target_version(
+    flow_id: Any, number: int | None, field_name: str = "flow_version"
+) -> FlowVersion:
+    """Version `number` of the flow (its latest when None); a 422 at `field_name` if there is
+    none."""
+    versions = FlowVersion.objects.filter(flow_id=flow_id)
     if number is None:
         return versions.order_by("-version").first()
     found = versions.filter(version=number).first()
     if found is None:
         latest = versions.order_by("-version").values_list("version", flat=True).first()
         raise InvalidInput.field(
-            "flow_version",
+            field_name,
             f"the flow has no version {number} (its versions are 1 to {latest})",
             "does_not_exist",
         )
@@ -114,7 +117,7 @@ def upgrade_flow_execution(
     flow_execution = locking.flow_execution_for_write(
         flow_execution.organization, flow_execution.pk
     )
-    version = target_version(flow_execution, flow_version)
+    version = target_version(flow_execution.flow_id, flow_version)
     check_upgrade(flow_execution, version)
     from_version = flow_execution.flow_version.version
     token = None
