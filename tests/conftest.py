@@ -23,6 +23,7 @@ from flowplatform.rls import grant_privileges
 # first import of tests.helpers).
 pytest.register_assert_rewrite("tests.helpers")
 
+from flowplatform.tenancy.models import Membership  # noqa: E402
 from tests.helpers.database import APP_ROLE, tenant_tables  # noqa: E402
 from tests.helpers.tenants import Tenant  # noqa: E402
 
@@ -205,3 +206,24 @@ def is_postgresql() -> bool:
 
 # The schemathesis fuzz test's per-operation summary (tests/helpers/fuzz_report.py).
 pytest_plugins = ["tests.helpers.fuzz_report"]
+
+
+# Admin users (tests/test_admin*.py): a logged-in superuser, and staff members of organizations.
+@pytest.fixture
+def superuser(client, django_user_model):
+    user = django_user_model.objects.create_superuser("root", "root@example.com", "pw")
+    client.force_login(user)
+    return user
+
+
+@pytest.fixture
+def staff_of(django_user_model):
+    def make(*tenants: Any, name: str = "staff") -> Any:
+        user = django_user_model.objects.create_user(name, f"{name}@example.com", "pw")
+        user.is_staff = True
+        user.save()
+        for tenant in tenants:
+            Membership.objects.create(user=user, organization=tenant.org)
+        return user
+
+    return make

@@ -13,7 +13,7 @@ from django.contrib.admin.models import LogEntry
 
 from executions.dag_svg import COLOURS
 from executions.models import Correction, FlowExecution, TaskExecution
-from flowplatform.tenancy.models import ApiKey, Membership, UserIdentity
+from flowplatform.tenancy.models import ApiKey, UserIdentity
 from flows.models import Flow
 from outputs.models import TaskOutput
 from tests.helpers.callables import allow_test_callables  # noqa: F401 - autouse fixture
@@ -23,26 +23,6 @@ from tests.helpers.flows import latest, start_execution
 pytestmark = pytest.mark.django_db(transaction=True)
 
 CHANGE = "/admin/executions/taskexecution/{}/change/"
-
-
-@pytest.fixture
-def superuser(client, django_user_model):
-    user = django_user_model.objects.create_superuser("root", "root@example.com", "pw")
-    client.force_login(user)
-    return user
-
-
-@pytest.fixture
-def staff_of(django_user_model):
-    def make(*tenants: Any, name: str = "staff") -> Any:
-        user = django_user_model.objects.create_user(name, f"{name}@example.com", "pw")
-        user.is_staff = True
-        user.save()
-        for tenant in tenants:
-            Membership.objects.create(user=user, organization=tenant.org)
-        return user
-
-    return make
 
 
 def form_values(client: Any, attempt: TaskExecution) -> dict[str, str]:

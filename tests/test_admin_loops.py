@@ -71,13 +71,6 @@ def published(fe: str, task: str) -> Any:
     )
 
 
-@pytest.fixture
-def superuser(client, django_user_model):
-    user = django_user_model.objects.create_superuser("root", "root@example.com", "pw")
-    client.force_login(user)
-    return user
-
-
 def save(client: Any, attempt: TaskExecution, **fields: Any) -> Any:
     page = client.get(CHANGE.format(attempt.id))
     assert page.status_code == 200

@@ -17,7 +17,7 @@ from django.test.utils import CaptureQueriesContext
 from executions.corrections import upgrade_jobs
 from executions.models import Correction, FlowExecution, UpgradeJob
 from executions.services import start_flow_execution
-from flowplatform.tenancy.models import Membership, UserIdentity
+from flowplatform.tenancy.models import UserIdentity
 from flows.models import Flow, FlowVersion
 from flows.services import update_flow
 from tests.helpers.corrections import correct_as_key
@@ -46,26 +46,6 @@ def chain(b_expression: str = "v") -> str:
         {"name": "side", "type": "transform", "input": {"a": "${{ tasks.a.output }}"}},
     ]
     return yaml.safe_dump({"tasks": tasks})
-
-
-@pytest.fixture
-def superuser(client, django_user_model):
-    user = django_user_model.objects.create_superuser("root", "root@example.com", "pw")
-    client.force_login(user)
-    return user
-
-
-@pytest.fixture
-def staff_of(django_user_model):
-    def make(*tenants: Any, name: str = "staff") -> Any:
-        user = django_user_model.objects.create_user(name, f"{name}@example.com", "pw")
-        user.is_staff = True
-        user.save()
-        for tenant in tenants:
-            Membership.objects.create(user=user, organization=tenant.org)
-        return user
-
-    return make
 
 
 def flow_of(tenant: Any, definition: str = "", runs: int = 1) -> tuple[Flow, list[str]]:
