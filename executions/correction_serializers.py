@@ -26,6 +26,34 @@ class StartedAttemptSerializer(serializers.Serializer):
     reused_from = UUIDField(allow_null=True)
 
 
+PREDICTION_ACTIONS = ("run", "reuse", "unknown")  # the schema's PredictionActionEnum
+
+
+class PredictionSerializer(serializers.Serializer):
+    """What a dry run predicts one downstream task would do (executions.engine.predicting)."""
+
+    action = serializers.ChoiceField(
+        choices=PREDICTION_ACTIONS,
+        help_text="`run`: it runs again, and (for a side-effect-free type) `output` is what it "
+        "will produce; `reuse`: early cutoff keeps its previous result (its input did not "
+        "change); `unknown`: it will run, with a result that cannot be known without running "
+        "it (a `python`, `http` or `human` task, or one that needs such a task's output).",
+    )
+    input = serializers.JSONField(
+        required=False,
+        help_text="The input it will run on, where it is known (absent when it depends on an "
+        "unknown output). Of a looped task: its iterations' inputs, in order.",
+    )
+    output = serializers.JSONField(
+        required=False, help_text="The output it will produce or reuse, where it is known."
+    )
+    error = serializers.JSONField(
+        required=False,
+        help_text="Instead of `output`, when it is known that it will fail (its input does not "
+        "resolve, or its side-effect-free executor fails on it): `{type, message}`.",
+    )
+
+
 class CorrectionSerializer(serializers.ModelSerializer):
     """A correction: who changed which task's result, when, why, and what that did."""
 

@@ -3,15 +3,20 @@
 Tasks are laid out in columns by dependency layer (a task sits one column right of its
 deepest upstream task), in topological order within a column, and coloured by the status of
 their latest attempt; stale tasks get a thick dashed orange border and a "stale" label. Each
-node links to its latest attempt. A looped task is coloured by what its current iterations add
-up to, and a third line counts them by status (`iteration_line`); every node is then a little
-larger. O(V+E) and pure string building.
+node links where `link` says (its latest attempt, or in the console the task's attempts), the
+link named as the node's title; the picture is a group of links (not an image), so each stays
+reachable. A looped task is coloured by what its current iterations add up to, and a third
+line counts them by status (`iteration_line`); every node is then a little larger. With
+`details` (the console: `NodeDetail`), each node also counts the task's attempts, and a line
+says why it is stale or that its current attempt reused an earlier result. O(V+E) and pure
+string building.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from html import escape as html_escape
 from typing import Any
 
@@ -28,7 +33,8 @@ def escape(text: str) -> str:
 
 NODE_W, NODE_H = 170, 38
 LOOPED_W, LOOPED_H = 210, 52  # the size of every node when some task is looped
-GAP_X, GAP_Y = 60, 16
+DETAIL_H = 14  # the console's line under each node's status (`details`)
+GAP_X, GAP_Y = 44, 16  # four layers fit beside admin's sidebar at 1,280 pixels
 PAD = 12
 
 # status → (fill, stroke, text colour)
@@ -41,6 +47,23 @@ COLOURS: dict[str, tuple[str, str, str]] = {
     "deleted": ("#f5f5f5", "#bdbdbd", "#757575"),
     "not run": ("#ffffff", "#9e9e9e", "#616161"),
 }
+
+
+@dataclass(frozen=True)
+class NodeDetail:
+    """What the console adds to a node: how many attempts the task has, why its current one is
+    stale (short), and the idx of the attempt whose result it reused, if it did."""
+
+    attempts: int
+    stale_cause: str = ""
+    reused_from_idx: int | None = None
+
+    def line(self) -> str:
+        if self.stale_cause:
+            return f"cause: {self.stale_cause}"
+        if self.reused_from_idx is not None:
+            return f"♻ reused #{self.reused_from_idx}"
+        return ""
 
 
 # The order iteration counts are listed in; any other status follows, by name.
@@ -74,11 +97,16 @@ def render_dag_svg(
     statuses: Mapping[str, str],
     link: Callable[[str], str | None],
     iterations: Mapping[str, str] | None = None,
+    details: Mapping[str, NodeDetail] | None = None,
 ) -> str:
     """`statuses`: each task's latest attempt status (absent: never ran); `link(task)`: the
-    URL of its latest attempt, or None; `iterations`: a looped task's `iteration_line`."""
+    URL of its latest attempt, or None; `iterations`: a looped task's `iteration_line`;
+    `details`: the console's attempt count, stale cause and reuse of a task."""
     iterations = iterations or {}
+    details = details or {}
     node_w, node_h = (LOOPED_W, LOOPED_H) if iterations else (NODE_W, NODE_H)
+    if details:
+        node_h += DETAIL_H
     layer = layers(spec)
     rows: dict[int, int] = {}
     position: dict[str, tuple[int, int]] = {}
@@ -91,7 +119,7 @@ def render_dag_svg(
     height = PAD * 2 + max(rows.values(), default=1) * (node_h + GAP_Y) - GAP_Y
     parts = [
         f'<svg class="flow-dag" xmlns="http://www.w3.org/2000/svg" width="{width}" '
-        f'height="{height}" viewBox="0 0 {width} {height}" role="img" '
+        f'height="{height}" viewBox="0 0 {width} {height}" role="group" '
         f'aria-label="Flow execution DAG: {len(spec.tasks)} tasks" '
         'font-family="system-ui, sans-serif" font-size="12">',
         '<defs><marker id="arrow" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="6" '
@@ -119,33 +147,59 @@ def render_dag_svg(
         label = escape(task if len(task) <= 22 else task[:21] + "…")
         line = iterations.get(task) or ""
         looped = escape(line)
+        detail = details.get(task)
+        count = (
+            f" · {detail.attempts} attempt{'s' if detail.attempts != 1 else ''}" if detail else ""
+        )
+        note = escape(detail.line()) if detail else ""
+        summary = (
+            f"{name}: {escape(status)}{escape(count)}"
+            + (f" — {looped}" if looped else "")
+            + (f" — {note}" if note else "")
+        )
         node = [
             f'<g class="dag-node" data-task="{name}" data-status="{escape(status)}"'
-            + (f' data-iterations="{looped}">' if looped else ">"),
-            f"<title>{name}: {escape(status)}" + (f" — {looped}" if looped else "") + "</title>",
+            + (f' data-iterations="{looped}"' if looped else "")
+            + (_detail_attributes(detail) if detail else "")
+            + ">",
+            f"<title>{summary}</title>",
             f'<rect x="{x}" y="{y}" width="{node_w}" height="{node_h}" rx="6" fill="{fill}" '
             f'stroke="{stroke}" stroke-width="{3 if stale else 1.5}"'
             + (' stroke-dasharray="6 3"' if stale or status == "not run" else "")
             + "/>",
             f'<text x="{x + 8}" y="{y + 16}" fill="{ink}" font-weight="600">{label}</text>',
             f'<text x="{x + 8}" y="{y + 31}" fill="{ink}" font-size="11">'
-            f"{'⚠ STALE' if stale else escape(status)}</text>",
+            f"{'⚠ STALE' if stale else escape(status)}{escape(count)}</text>",
             "</g>",
         ]
         if looped:
             node.insert(-1, _fitted(x + 8, y + 45, looped, len(line), node_w - 16, ink))
+        if note:
+            room = int((node_w - 16) / 5.6)  # characters that fit; the whole note is the title's
+            short = detail.line() if len(detail.line()) <= room else detail.line()[: room - 1] + "…"
+            bottom = y + node_h - 8
+            node.insert(
+                -1, _fitted(x + 8, bottom, escape(short), len(short), node_w - 16, ink, "dag-note")
+            )
         url = link(task)
         if url:
-            node = [f'<a href="{escape(url)}">', *node, "</a>"]
+            node = [f'<a href="{escape(url)}" aria-label="{summary}">', *node, "</a>"]
         parts.extend(node)
     parts.append("</svg>")
     return "".join(parts)
 
 
-def _fitted(x: int, y: int, text: str, length: int, width: int, ink: str) -> str:
+def _detail_attributes(detail: NodeDetail) -> str:
+    reused = "" if detail.reused_from_idx is None else str(detail.reused_from_idx)
+    return (
+        f' data-attempts="{detail.attempts}" data-stale-cause="{escape(detail.stale_cause)}"'
+        f' data-reused-from="{reused}"'
+    )
+
+
+def _fitted(
+    x: int, y: int, text: str, length: int, width: int, ink: str, kind: str = "dag-iterations"
+) -> str:
     """A small line of text, squeezed to `width` when its `length` characters would not fit."""
     fit = f' textLength="{width}" lengthAdjust="spacingAndGlyphs"' if length * 5.6 > width else ""
-    return (
-        f'<text class="dag-iterations" x="{x}" y="{y}" fill="{ink}" font-size="10"{fit}>'
-        f"{text}</text>"
-    )
+    return f'<text class="{kind}" x="{x}" y="{y}" fill="{ink}" font-size="10"{fit}>{text}</text>'

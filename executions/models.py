@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from django.db import models
+from django.utils.timezone import localtime
 from simple_history.models import HistoricalRecords
 
 from flowplatform.history import history_user
@@ -95,9 +96,11 @@ class FlowExecution(TenantOwned):
         ]
 
     def __str__(self) -> str:
-        """The flow's name and the start of the id, as operators tell runs apart in admin
-        (lists select the flow with it)."""
-        return f"{self.flow.name} · {str(self.id)[:8]}"
+        """The flow's name, when the run started and the start of its id, as operators tell
+        runs apart in admin (lists select the flow with it): "invoice · 2026-12-01 10:02 ·
+        3f2a9c1d"."""
+        started = f" · {localtime(self.created_at):%Y-%m-%d %H:%M}" if self.created_at else ""
+        return f"{self.flow.name}{started} · {str(self.id)[:8]}"
 
 
 class TaskExecution(TenantOwned):

@@ -7,6 +7,7 @@ from typing import Any
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from executions.correction_serializers import PredictionSerializer
 from executions.models import FlowExecution, StaleReason, TaskExecution
 from flowplatform.api.serializers import (
     JSONObjectField,
@@ -303,6 +304,18 @@ class CorrectionResponseSerializer(TaskExecutionSerializer):
         "until loop's later rounds), the iterations this correction made stale: task name → "
         "iterations, ascending.",
     )
+    predictions = serializers.DictField(
+        child=PredictionSerializer(),
+        read_only=True,
+        help_text="On a dry run, what each task downstream of the corrected one would do "
+        "(task name → prediction, in dependency order): the tasks of side-effect-free types "
+        "(`transform`) are run on the corrected values in the rolled-back preview, so their "
+        "inputs and outputs, and which of them early cutoff reuses, are the ones the correction "
+        "will produce. Without execute_flow, what running the stale set would do "
+        "(POST /flow-executions/{id}/execute?only=stale). Empty when nothing downstream "
+        "changes, and on a correction that is applied. The current values are in the tasks' "
+        "attempts.",
+    )
     started_tasks = serializers.ListField(
         child=serializers.CharField(),
         read_only=True,
@@ -333,6 +346,7 @@ class CorrectionResponseSerializer(TaskExecutionSerializer):
             *TaskExecutionSerializer.Meta.fields,
             "stale_tasks",
             "stale_iterations",
+            "predictions",
             "started_tasks",
             "new_attempts",
             "dry_run",

@@ -174,6 +174,7 @@ def correction_response(result: task_executions.CorrectionResult) -> dict[str, A
     record = result.task_execution
     record.stale_tasks = result.stale_tasks
     record.stale_iterations = result.stale_iterations
+    record.predictions = result.predictions
     record.started_tasks = [attempt.task_name for attempt in result.started]
     record.new_attempts = [] if result.dry_run else [attempt.id for attempt in result.started]
     record.dry_run = result.dry_run

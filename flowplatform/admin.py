@@ -16,6 +16,8 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import Model, QuerySet
 from django.http import HttpRequest
 
+from flowplatform.admin_history import HistoryDiffs
+
 
 def organization_ids(request: HttpRequest) -> list[Any] | None:
     """The organizations the admin user may see; None means all (a superuser). Cached per
@@ -97,11 +99,11 @@ class TenantAdmin(admin.ModelAdmin):
         return super().formfield_for_foreignkey(db_field, request, **kwargs)
 
 
-class ScopedHistoryMixin:
+class ScopedHistoryMixin(HistoryDiffs):
     """django-simple-history's views for rows the user may see only; another organization's
     row is "not found" (its history view would otherwise answer 403, revealing it exists).
     Reverting from history is disabled (SIMPLE_HISTORY_REVERT_DISABLED): it would bypass the
-    services."""
+    services. Each history row shows its field diffs and reason (flowplatform.admin_history)."""
 
     def history_view(self, request: HttpRequest, object_id: str, *args: Any, **kwargs: Any) -> Any:
         from django.contrib.admin.utils import unquote

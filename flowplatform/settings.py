@@ -188,7 +188,7 @@ APPEND_SLASH = False
 TEMPLATES = [
     {
         "BACKEND": "django.template.backends.django.DjangoTemplates",
-        "DIRS": [],
+        "DIRS": [BASE_DIR / "flowplatform" / "templates"],  # admin's base_site: name, favicon
         "APP_DIRS": True,
         "OPTIONS": {
             "context_processors": [
@@ -207,6 +207,7 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
+STATICFILES_DIRS = [BASE_DIR / "flowplatform" / "static"]  # the admin's favicon and stylesheet
 # WhiteNoise serves static files (the offline API docs, admin) straight from the installed apps,
 # and from STATIC_ROOT once `collectstatic` has put them there (production: README's env file
 # sets it). Unset, nothing needs collecting.
@@ -285,6 +286,10 @@ if FLOWPLATFORM_HTTP_TIMEOUT_SECONDS > 60:
 # (executions.engine.waves), embedded or on a db_worker; off, every task is a job of its own.
 FLOWPLATFORM_INLINE_PURE_TASKS = env_bool("FLOWPLATFORM_INLINE_PURE_TASKS", True)
 FLOWPLATFORM_WAVE_TASKS = env_int("FLOWPLATFORM_WAVE_TASKS", 1000, minimum=1)
+# A dry run predicts the values of the pure tasks its correction makes run again by running
+# them in its rolled-back transaction (executions.engine.predicting): at most this many
+# attempts; beyond them the predictions say "unknown".
+FLOWPLATFORM_PREDICTION_TASKS = env_int("FLOWPLATFORM_PREDICTION_TASKS", 5000, minimum=0)
 FLOWPLATFORM_LEASE_SECONDS = env_float("FLOWPLATFORM_LEASE_SECONDS", 60.0, minimum=1.0)
 FLOWPLATFORM_REAP_INTERVAL_SECONDS = env_float(
     "FLOWPLATFORM_REAP_INTERVAL_SECONDS", 15.0, minimum=0.1
@@ -361,6 +366,7 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {
         "TaskExecutionStatusEnum": "executions.models.TaskExecution.Status",
         "FlowExecutionStatusEnum": "executions.models.FlowExecution.Status",
+        "PredictionActionEnum": "executions.correction_serializers.PREDICTION_ACTIONS",
     },
 }
 

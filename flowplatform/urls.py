@@ -23,6 +23,10 @@ router.register("task-outputs", TaskOutputViewSet, basename="task-output")
 router.register("corrections", CorrectionViewSet, basename="correction")
 router.register("upgrade-jobs", UpgradeJobViewSet, basename="upgrade-job")
 
+# The product's name in every admin page's header and title (templates/admin/base_site.html).
+admin.site.site_header = admin.site.site_title = "flowplatform"
+admin.site.index_title = "Operator console"
+
 urlpatterns = [
     re_path(r"^healthz/?$", health.healthz, name="healthz"),
     re_path(r"^readyz/?$", health.readyz, name="readyz"),

@@ -136,9 +136,9 @@ def test_the_flow_execution_page_lists_a_looped_tasks_iterations(client, tenant,
     fe = start_execution(tenant, split_extract(), pages(3))
     response = client.get(f"/admin/executions/flowexecution/{fe}/change/")
     page = response.content.decode()
-    assert '<th class="column-iteration' in page
-    cells = re.findall(r'<td class="field-iteration">\s*<p>([^<]*)</p>', page)
-    assert cells == ["0", "1", "2", "-"]  # extract's iterations, then split (task name order)
+    cells = re.findall(r'<td class="attempt-iteration">([^<]*)</td>', page)
+    assert cells == ["\u2013", "2", "1", "0"]  # split, then extract's iterations, newest first
+    assert "2 other attempts of extract (its other iterations, and earlier runs)" in page
 
 
 # --- The DAG picture ------------------------------------------------------------------------
@@ -236,9 +236,7 @@ def test_an_iteration_corrected_in_admin_reruns_that_item_downstream(client, ten
     [record] = Correction.objects.filter(flow_execution_id=fe)
     assert (record.iteration, record.stale_iterations) == (1, {"classify": [0, 1, 2]})
     page = client.get("/admin/executions/correction/").content.decode()
-    columns = re.findall(r'<th scope="col" class="[^"]*column-(\w+)', page)
-    assert columns[columns.index("task_name") + 1] == "iteration"
-    assert '<td class="field-iteration">1</td>' in page
+    assert '<td class="field-task">extract[1]</td>' in page  # the task, then its iteration
     page = client.get(f"/admin/executions/correction/{record.id}/change/").content.decode()
     assert readonly(page, "iteration") == "1"
     assert readonly(page, "stale_iterations") == "{&quot;classify&quot;: [0, 1, 2]}"

@@ -16,20 +16,21 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from django.db import connections
-from playwright.sync_api import Page, expect, sync_playwright
+from playwright.sync_api import Page, expect
 
 from executions.models import Correction, FlowExecution, TaskExecution
 from executions.services import start_flow_execution
 from flows.services import update_flow
-from tests.helpers.browser import admin_login, launch_chromium, skip_module_without_chromium
+from tests.helpers.browser import (
+    create_operator,
+    logged_in_page,
+    skip_module_without_chromium,
+)
 from tests.helpers.tenants import Tenant
 
 pytestmark = pytest.mark.django_db(transaction=True)
 skip_module_without_chromium()
 
-USERNAME = "operator"
-PASSWORD = "correct-horse-battery"
 # fetch → enrich → report: each reads its upstream task's whole output.
 CHAIN = """\
 tasks:
@@ -48,9 +49,7 @@ TASKS = ["fetch", "enrich", "report"]
 
 @pytest.fixture
 def operator(django_user_model: Any, settings: Any) -> Any:
-    # The live server runs in this process: a fast hasher saves a PBKDF2 run per login.
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-    return django_user_model.objects.create_superuser(USERNAME, "operator@example.com", PASSWORD)
+    return create_operator(django_user_model, settings)
 
 
 @pytest.fixture
@@ -67,28 +66,9 @@ def flow_execution() -> FlowExecution:
 def page(
     django_db_setup: None, live_server: Any, operator: Any, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[Page]:
-    """A logged-in admin page. Fails the test on any uncaught JavaScript error.
-
-    The test database is set up before the live server starts, so the server (and the
-    connection its thread keeps open) is stopped before the database is dropped.
-    """
-    # Playwright's sync API runs an event loop in this thread; Django would refuse ORM calls.
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-    with sync_playwright() as playwright:
-        browser = launch_chromium(playwright)
-        context = browser.new_context(viewport={"width": 1280, "height": 900})
-        page = context.new_page()
-        page.set_default_timeout(10_000)
-        js_errors: list[str] = []
-        page.on("pageerror", lambda error: js_errors.append(str(error)))
-        admin_login(page, live_server.url, USERNAME, PASSWORD)
+    """A logged-in admin page (tests/helpers/browser.py)."""
+    with logged_in_page(live_server.url, monkeypatch) as page:
         yield page
-        context.close()
-        browser.close()
-        # While Playwright's loop runs, Django keeps this thread's connections in context-local
-        # storage: close the ones the test opened, or PostgreSQL cannot drop the test database.
-        connections.close_all()
-    assert js_errors == [], f"JavaScript errors in the admin: {js_errors}"
 
 
 def fe_url(base_url: str, fe: FlowExecution) -> str:
@@ -132,8 +112,10 @@ def test_correct_a_task_in_the_admin_reruns_its_dependents(
         )
     shot(page, tmp_path, "dag-before")
 
-    # A node links to its task's latest attempt.
+    # A node links to its task's attempts; the list links to each.
     dag.locator('g.dag-node[data-task="fetch"]').click()
+    expect(page).to_have_url(re.compile(r"/admin/executions/taskexecution/\?.*task_name=fetch"))
+    page.locator("#result_list tbody tr a").first.click()
     expect(page).to_have_url(
         re.compile(rf"/admin/executions/taskexecution/{fetch.id}/change/(\?.*)?$")
     )

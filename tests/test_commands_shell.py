@@ -128,6 +128,8 @@ def test_correct_task_previews_then_applies_the_correction(shell: Shell, demo: d
     preview = json.loads(shell(*args, "--dry-run").stdout)
     assert preview["dry_run"] is True
     assert preview["started_tasks"] == ["publish"]
+    publish = preview["predictions"]["publish"]  # a transform: its result is known before
+    assert (publish["action"], publish["output"]["approved"]) == ("run", True)
     assert shell.rows("SELECT count(*) FROM executions_correction") == [(0,)]
     applied = json.loads(shell(*args, "--preview-token", preview["preview_token"]).stdout)
     assert applied["started_tasks"] == ["publish"]

@@ -767,7 +767,7 @@ def test_corrections_are_in_admin_read_only(tenant, client, django_user_model):
     client.force_login(admin)
     listed = client.get("/admin/executions/correction/")
     assert listed.status_code == 200
-    assert "seen in admin" not in listed.content.decode()  # the list shows who and what
+    assert "seen in admin" in listed.content.decode()  # the list shows who, what and why
     assert tenant.actor in listed.content.decode()
     page = client.get(f"/admin/executions/correction/{record.id}/change/")
     assert page.status_code == 200

@@ -14,6 +14,7 @@ from django.contrib.auth import get_user_model
 from django.core.management import CommandError, call_command
 from django.db import connection
 from django.test import Client
+from django.utils.timezone import localtime
 
 from flowplatform import rls
 
@@ -65,10 +66,11 @@ def test_a_bypass_is_audited_only_where_there_is_something_to_bypass(caplog) -> 
     assert len(audited) == (1 if connection.vendor == "postgresql" else 0)
 
 
-def test_admin_names_a_run_by_its_flow_and_a_short_id(tenant) -> None:
+def test_admin_names_a_run_by_its_flow_its_start_and_a_short_id(tenant) -> None:
     flow = tenant.flow(name="invoice-intake")
     fe = tenant.flow_execution(flow)
-    assert str(fe) == f"invoice-intake · {str(fe.id)[:8]}"
+    started = localtime(fe.created_at).strftime("%Y-%m-%d %H:%M")
+    assert str(fe) == f"invoice-intake · {started} · {str(fe.id)[:8]}"
 
 
 # The schema says what the server does -------------------------------------------------

@@ -36,6 +36,11 @@ def _component(schema: dict, ref: dict) -> dict:
     return schema["components"]["schemas"][ref["$ref"].rsplit("/", 1)[1]]
 
 
+def _resolve(schema: dict, node: dict) -> dict:
+    """`node`, or the component it refers to."""
+    return _component(schema, node) if "$ref" in node else node
+
+
 def _body(schema: dict, operation: dict) -> dict:
     return _component(schema, operation["requestBody"]["content"]["application/json"]["schema"])
 
@@ -61,9 +66,20 @@ def test_put_task_execution_matches_seed_000(schema):
     assert body["properties"]["task_name"]["maxLength"] == 200
     response = _response(schema, put, "200")
     assert set(response["properties"]) == SEED_000_FIELDS | EXPLANATION_FIELDS | {
-        "stale_tasks", "stale_iterations", "started_tasks", "new_attempts", "dry_run",
-        "preview_token", "correction_id",
+        "stale_tasks", "stale_iterations", "predictions", "started_tasks", "new_attempts",
+        "dry_run", "preview_token", "correction_id",
     }  # fmt: skip
+    # A dry run's what-if values: task name → {action, input, output, error} (issue 19).
+    prediction = response["properties"]["predictions"]["additionalProperties"]
+    prediction = _resolve(schema, prediction)
+    assert set(prediction["properties"]) == {"action", "input", "output", "error"}
+    assert prediction["required"] == ["action"]
+    action = prediction["properties"]["action"]["allOf"][0]
+    assert _resolve(schema, action)["enum"] == [
+        "run",
+        "reuse",
+        "unknown",
+    ]
     execute_flow = next(p for p in put["parameters"] if p["name"] == "execute_flow")
     assert execute_flow["in"] == "query"
     assert execute_flow["schema"]["type"] == "boolean"

@@ -42,16 +42,22 @@ def correction_fingerprint(
     It covers the corrected attempt, the tasks downstream of it and every task those read from
     (what decides their stale marking, their readiness and their inputs): each one's latest
     attempt (id, status, `updated_at`; of a looped task, each iteration's current one) and
-    current output (id, status, `updated_at`); and the requested result (status, output,
-    error) with `execute_flow`. Any change to those between a dry run and the PUT that
-    carries its token changes the digest. Two queries.
+    current output (id, status, `updated_at`); the pinned flow version (whose definition the
+    predictions ran); and the requested result (status, output, error) with `execute_flow`.
+    Any change to those between a dry run and the PUT that carries its token changes the
+    digest. Two queries.
     """
     affected: set[str] = {attempt.task_name}
     if attempt.task_name in spec.tasks:
         downstream = spec.dag.descendants(attempt.task_name)
         affected |= downstream.union(*(spec.tasks[t].upstream for t in downstream))
     return fingerprint(
-        {**_seen(flow_execution, affected), "result": result, "execute_flow": execute_flow}
+        {
+            **_seen(flow_execution, affected),
+            "version": str(flow_execution.flow_version_id),  # what predictions ran
+            "result": result,
+            "execute_flow": execute_flow,
+        }
     )
 
 

@@ -13,7 +13,7 @@ from django.utils import timezone
 
 from executions import locking, selectors, transitions
 from executions.corrections import preview, records
-from executions.engine import lifecycle, staleness
+from executions.engine import lifecycle, predicting, staleness
 from executions.executors import get_executor
 from executions.models import Correction, FlowExecution, StaleReason, TaskExecution
 from flowplatform.canonical import same_json
@@ -38,6 +38,9 @@ class CorrectionResult:
     preview_token: str | None = None  # what the request saw; see preview.correction_fingerprint
     correction: Correction | None = None
     stale_iterations: dict[str, list[int]] = field(default_factory=dict)  # of looped tasks
+    # Dry runs: what each affected task would do, task name -> {"action", "input", "output"}
+    # (executions.engine.predicting); empty for a saved correction.
+    predictions: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 @transaction.atomic
@@ -54,6 +57,7 @@ def correct_task_execution(
     preview_token: str | None = None,
     issue_token: bool = False,
     summary: dict[str, Any] | None = None,
+    predict: bool = False,
 ) -> CorrectionResult:
     """The correction path, in one transaction with the flow execution's row locked first, so
     corrections to one flow execution serialize (executions/README.md lists it step by step):
@@ -73,7 +77,9 @@ def correct_task_execution(
     6. close the Correction: after, the stale set.
 
     `summary`: the corrected output's summary; without one it is derived as the task type
-    derives it (`Executor.summarize`).
+    derives it (`Executor.summarize`). `predict` (a dry run's, in its rolled-back
+    transaction): also run the stale set's pure tasks, for the predictions
+    (engine.predicting).
     """
     flow_execution = locking.flow_execution_for_write(
         task_execution.organization, task_execution.flow_execution_id
@@ -174,6 +180,15 @@ def correct_task_execution(
         stale_iterations=propagation.stale_iterations,
         task_output=current_output,
     )
+    predictions: dict[str, dict[str, Any]] = {}
+    if predict and publishes:
+        predictions = predicting.predict(
+            flow_execution,
+            spec,
+            locked.task_name,
+            correction_id=correction.pk,
+            executed=execute_flow,
+        )
     return CorrectionResult(
         locked,
         propagation.stale_tasks,
@@ -181,6 +196,7 @@ def correct_task_execution(
         preview_token=token,
         correction=correction,
         stale_iterations=propagation.stale_iterations,
+        predictions=predictions,
     )
 
 
@@ -275,12 +291,13 @@ def preview_correction(task_execution: TaskExecution, **kwargs: Any) -> Correcti
     """`dry_run`: the same correction, computed in a transaction that is rolled back.
 
     Nothing is written and no job is enqueued (on-commit hooks of a rolled-back transaction are
-    dropped); the answer shows the record as it would be, with its stored `updated_at`, and
-    the preview token that binds a later PUT to what this preview saw.
+    dropped); the answer shows the record as it would be, with its stored `updated_at`, the
+    preview token that binds a later PUT to what this preview saw, and the predictions of what
+    each downstream task would do (engine.predicting).
     """
     stored_updated_at = task_execution.updated_at
     with transaction.atomic():
-        result = correct_task_execution(task_execution, issue_token=True, **kwargs)
+        result = correct_task_execution(task_execution, issue_token=True, predict=True, **kwargs)
         transaction.set_rollback(True)
     result.task_execution.updated_at = stored_updated_at
     return replace(result, dry_run=True, correction=None)

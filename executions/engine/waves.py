@@ -61,6 +61,7 @@ class Group:
         # (task, iteration) → its attempts' statuses, newest first
         self.history: dict[tuple[str, int | None], list[str]] = {}
         self.next_idx: dict[str, int] = {}  # a looped task's next idx, for its retries
+        self.ran = 0  # attempts run (engine.predicting bounds a dry run's cascade by it)
 
     def run(self, attempt_ids: list[uuid.UUID]) -> None:
         """Run the group; what it leaves queued is enqueued as the next one."""
@@ -92,6 +93,7 @@ class Group:
                 wave = wave[: self.limit - ran]
             ran += len(wave)
             wave = self._run_wave(wave)
+        self.ran = ran
         self.created.extend(left)  # queued: the next group (a job) runs them
         self._write()
 

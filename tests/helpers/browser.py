@@ -7,10 +7,14 @@ Without it the browser tests are skipped on a developer machine and fail in CI (
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, Page, Playwright, expect
+from django.db import connections
+from playwright.sync_api import Browser, Page, Playwright, expect, sync_playwright
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
@@ -46,3 +50,44 @@ def admin_login(page: Page, base_url: str, username: str, password: str) -> None
     page.locator('#login-form input[type="submit"]').click()
     expect(page).to_have_url(f"{base_url}/admin/")
     expect(page.locator("#user-tools")).to_contain_text(username)
+
+
+# The admin user the browser tests log in as, and a logged-in page ------------------------------
+
+USERNAME = "operator"
+PASSWORD = "correct-horse-battery"
+WIDTH = 1280  # the screen the console is laid out for
+
+
+def create_operator(django_user_model: Any, settings: Any) -> Any:
+    """A superuser to log in as. The live server runs in this process: a fast hasher saves a
+    PBKDF2 run per login."""
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+    return django_user_model.objects.create_superuser(USERNAME, "operator@example.com", PASSWORD)
+
+
+@contextmanager
+def logged_in_page(base_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Page]:
+    """A page logged in to the admin at `base_url`, WIDTH pixels wide; fails the test on any
+    uncaught JavaScript error.
+
+    The test database is set up before the live server starts, so the server (and the
+    connection its thread keeps open) is stopped before the database is dropped.
+    """
+    # Playwright's sync API runs an event loop in this thread; Django would refuse ORM calls.
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    with sync_playwright() as playwright:
+        browser = launch_chromium(playwright)
+        context = browser.new_context(viewport={"width": WIDTH, "height": 900})
+        page = context.new_page()
+        page.set_default_timeout(10_000)
+        js_errors: list[str] = []
+        page.on("pageerror", lambda error: js_errors.append(str(error)))
+        admin_login(page, base_url, USERNAME, PASSWORD)
+        yield page
+        context.close()
+        browser.close()
+        # While Playwright's loop runs, Django keeps this thread's connections in context-local
+        # storage: close the ones the test opened, or PostgreSQL cannot drop the test database.
+        connections.close_all()
+    assert js_errors == [], f"JavaScript errors in the admin: {js_errors}"

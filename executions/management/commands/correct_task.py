@@ -84,6 +84,7 @@ class Command(BaseCommand):
                     "task_execution_id": str(result.task_execution.pk),
                     "status": result.task_execution.status,
                     "stale_tasks": result.stale_tasks,
+                    "predictions": result.predictions,  # a dry run's (engine.predicting)
                     "started_tasks": [attempt.task_name for attempt in result.started],
                     "dry_run": result.dry_run,
                     "preview_token": result.preview_token if result.dry_run else None,
