@@ -187,6 +187,15 @@ def actor_names(actors: set[str]) -> dict[str, str]:
     return {str(uuid): name for uuid, name in rows}
 
 
+def actors_named(term: str, most: int = 100) -> list[str]:
+    """modified_by values of the admin users whose username contains `term` (a search by the
+    name the console shows for them)."""
+    rows = UserIdentity.objects.filter(user__username__icontains=term).values_list(
+        "uuid", flat=True
+    )
+    return [str(uuid) for uuid in rows[:most]]
+
+
 def upgrade_changes(changes: dict) -> SafeString:
     """An upgrade's `changes`: the tasks changed (with their fields), added and removed."""
     changed = changes.get("changed") or {}

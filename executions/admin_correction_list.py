@@ -1,10 +1,11 @@
 """The corrections list in admin (read-only): who corrected what, when, why, with what effect.
 
 Filters by flow, task, actor, date (a date hierarchy and the date filter), operation, source;
-searches task, actor and reason. Columns stay narrow enough for a 1,280-pixel screen (with
-admin's sidebar and the filters beside them): the run as its flow and short id, the operation
-and source in a few words, the stale set as a count, the actor as the admin user's name when
-it is one (one query per page, not per row); long values are cut, the whole text in their title.
+searches task, actor (an admin user by name too) and reason; newest first. Columns stay narrow
+enough for a 1,280-pixel screen (with admin's sidebar and the filters beside them): the run as
+its flow and short id, the operation and source in a few words, the stale set as a count, the
+actor as the admin user's name when it is one (one query per page, not per row); long values
+are cut, the whole text in their title.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from django.utils.html import format_html
 from django.utils.safestring import SafeString
 from django.utils.timezone import localtime
 
-from executions.admin_console import actor_names
+from executions.admin_console import actor_names, actors_named
 from executions.models import Correction
 from flowplatform.admin import ReadOnlyModelAdmin, ScopedOrganizationFilter, scope
 from flowplatform.jsondiff import diff_table
@@ -122,8 +123,21 @@ class CorrectionAdmin(ReadOnlyModelAdmin):
     ]
     list_select_related = ["flow_execution__flow"]
     search_fields = ["task_name", "modified_by", "reason"]
+    ordering = ["-created_at"]  # newest first, as the flow execution's timeline
     date_hierarchy = "created_at"
     readonly_fields = ["what_changed", *(field.name for field in Correction._meta.fields)]
+
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet, search_term: str
+    ) -> tuple[QuerySet, bool]:
+        """Also the corrections by the admin users whose name (as `who` shows it) matches."""
+        found, duplicates = super().get_search_results(request, queryset, search_term)
+        term = search_term.strip()
+        if term:
+            named = actors_named(term)
+            if named:
+                found = found | queryset.filter(modified_by__in=named)
+        return found, duplicates
 
     def get_changelist_instance(self, request: HttpRequest) -> Any:
         """The page's actors named in one query (`who`)."""

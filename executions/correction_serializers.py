@@ -37,7 +37,8 @@ class PredictionSerializer(serializers.Serializer):
         help_text="`run`: it runs again, and (for a side-effect-free type) `output` is what it "
         "will produce; `reuse`: early cutoff keeps its previous result (its input did not "
         "change); `unknown`: it will run, with a result that cannot be known without running "
-        "it (a `python`, `http` or `human` task, or one that needs such a task's output).",
+        "it (a `python`, `http` or `human` task, or one that needs such a task's output or the "
+        "output of a task predicted to fail).",
     )
     input = serializers.JSONField(
         required=False,

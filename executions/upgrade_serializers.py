@@ -7,6 +7,7 @@ from typing import Any
 
 from rest_framework import serializers
 
+from executions.correction_serializers import PredictionSerializer
 from executions.models import FlowExecution, UpgradeJob, UpgradeJobItem
 from executions.serializers import FlowExecutionSerializer
 from flowplatform.api.serializers import StrictSerializer, UUIDField, reason_field
@@ -55,6 +56,15 @@ class UpgradeResponseSerializer(serializers.Serializer):
         "added tasks; early cutoff reuses a result whose input did not change). Without: the "
         "added tasks that start now.",
     )
+    predictions = serializers.DictField(
+        child=PredictionSerializer(),
+        help_text="On a dry run, what each task in tasks_to_run would do on the new version "
+        "(task name → prediction, in dependency order), as a correction's dry run predicts it: "
+        "side-effect-free tasks are run in the rolled-back preview, so their inputs, outputs "
+        "and early-cutoff reuses are the ones the upgrade will produce; others are `unknown`. "
+        "Without execute_flow, what running the stale set afterwards would do. Empty when "
+        "applied, and in an upgrade job's dry run.",
+    )
     new_attempts = serializers.ListField(
         child=UUIDField(), help_text="Ids of the attempts this request started (none on a dry run)."
     )
@@ -82,6 +92,7 @@ def upgrade_response(result: Any, flow_execution: FlowExecution) -> dict[str, An
             "stale_tasks": result.stale_tasks,
             "stale_iterations": result.stale_iterations,
             "tasks_to_run": result.tasks_to_run,
+            "predictions": result.predictions,
             "new_attempts": [a.id for a in result.started],
             "dry_run": result.dry_run,
             "preview_token": result.preview_token if result.dry_run else None,

@@ -144,14 +144,14 @@ class FlowExecutionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, Ten
             "preview_token": query.validated_data.get("preview_token"),
         }
         if query.validated_data["dry_run"]:
-            result = upgrades.preview_upgrade(flow_execution, **kwargs)
+            result = upgrades.preview_upgrade(flow_execution, predict=True, **kwargs)
             shown = result.flow_execution
         else:
             try:
                 result = upgrades.upgrade_flow_execution(flow_execution, **kwargs)
             except preview.PreviewOutdated as exc:
                 fresh = upgrades.preview_upgrade(
-                    flow_execution, **{**kwargs, "preview_token": None}
+                    flow_execution, predict=True, **{**kwargs, "preview_token": None}
                 )
                 exc.details = {"preview": upgrade_response(fresh, fresh.flow_execution)}
                 raise

@@ -20,6 +20,7 @@ from executions.admin_console import CORRECTIONS_PER_PAGE, PER_TASK
 from executions.models import Correction, FlowExecution, TaskExecution
 from flowplatform.admin_history import HISTORY_PER_PAGE
 from flowplatform.jsondiff import Change, json_diff
+from flowplatform.tenancy.models import UserIdentity
 from tests.helpers.callables import allow_test_callables  # noqa: F401 - autouse fixture
 from tests.helpers.console import LOSSY_CHAIN, pile_attempts, pile_corrections, pile_history
 from tests.helpers.corrections import correct_as_key
@@ -266,6 +267,14 @@ def test_the_corrections_list_filters_by_flow_task_actor_date_and_operation(
     assert count(today) == 6
     assert count("created_at__year=2000") == 0  # the date hierarchy's
     assert count(f"flow_execution={two.pk}") == 4
+    assert count("q=bob") == 4
+    # An admin user is searched by the name the list shows for them, not only their id.
+    identity, _ = UserIdentity.objects.get_or_create(user=superuser)
+    Correction.objects.filter(flow_execution=one).update(modified_by=str(identity.uuid))
+    assert count(f"q={superuser.username}") == 2
+    assert count(f"q={str(identity.uuid)[:8]}") == 2
+    listed = page_of(client, listing)  # newest first: two's corrections came after one's
+    assert listed.index(f" · {str(two.pk)[:8]}</a>") < listed.index(f" · {str(one.pk)[:8]}</a>")
 
 
 # --- The whole admin ---------------------------------------------------------------------------

@@ -87,6 +87,12 @@ def test_the_preview_shows_the_stale_set_of_the_posted_values_and_saves_nothing(
     assert re.fullmatch("[0-9a-f]{64}", token_of(fragment))
     assert state(fe) == before
 
+    # Without "Execute flow" nothing runs now: what runs is of re-executing the stale tasks.
+    later = html.unescape(preview(client, latest(fe, "a"), output='{"x": 2, "y": 1}'))
+    assert "“Execute flow” is off: they are only marked stale, and nothing runs now" in later
+    assert "On re-execution" in later
+    assert "After the save" not in later
+
     unchanged = preview(client, latest(fe, "a"), output='{"x": 1, "y": 1}')
     assert text_of(unchanged, "preview-stale") == "nothing"
     off = preview(client, latest(fe, "c"), output='{"other": true}')

@@ -28,6 +28,9 @@ from tests.helpers.corrections import PROPERTY
 from tests.helpers.flows import attempts, latest, start_execution
 from tests.helpers.fuzz_dags import MAX_ITEMS, Model, current_attempts, looped_dags, published
 from tests.helpers.fuzz_dags import start as start_dag
+from tests.helpers.upgrades import chain as upgrade_chain
+from tests.helpers.upgrades import new_version
+from tests.helpers.upgrades import start as upgrade_chain_start
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -235,6 +238,37 @@ def test_a_dry_run_with_predictions_takes_the_same_queries_for_10_and_100_tasks(
         assert len(response.json()["predictions"]) == size - 1
         counts.append(len(queries))
     assert counts[0] == counts[1], counts
+
+
+def test_an_upgrade_dry_run_predicts_what_the_new_version_will_produce(tenant) -> None:
+    """b's expression changes from v to v*0+3 (the same value for v = 3): b runs, c and d reuse
+    (early cutoff); e, added, runs; side is untouched."""
+    flow_id, fe = upgrade_chain_start(tenant, upgrade_chain())
+    tasks = upgrade_chain("sum([v, `0`])")
+    tasks.append({"name": "e", "type": "transform", "input": {"d": "${{ tasks.d.output }}"}})
+    version = new_version(flow_id, tasks)
+    url = f"/flow-executions/{fe}/upgrade?execute_flow=true"
+
+    preview = tenant.client.post(f"{url}&dry_run=true", {"flow_version": version}, format="json")
+
+    assert preview.status_code == 200, preview.json()
+    answer = preview.json()
+    assert answer["tasks_to_run"] == ["b", "c", "d", "e"]
+    assert answer["predictions"] == {
+        "b": {"action": "run", "input": {"v": 3}, "output": 3},
+        "c": {"action": "reuse", "input": {"b": 3}, "output": {"b": 3}},
+        "d": {"action": "reuse", "input": {"c": {"b": 3}}, "output": {"c": {"b": 3}}},
+        "e": {"action": "run", "input": {"d": {"c": {"b": 3}}}, "output": {"d": {"c": {"b": 3}}}},
+    }
+    applied = tenant.client.post(
+        f"{url}&preview_token={answer['preview_token']}", {"flow_version": version}, format="json"
+    )
+    assert applied.status_code == 200, applied.json()
+    assert applied.json()["predictions"] == {}
+    for name, prediction in answer["predictions"].items():
+        current = latest(fe, name)
+        assert (current.input, current.output) == (prediction["input"], prediction["output"])
+        assert (current.reused_from_id is not None) == (prediction["action"] == "reuse")
 
 
 # The property ---------------------------------------------------------------------------------

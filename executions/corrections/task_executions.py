@@ -185,9 +185,10 @@ def correct_task_execution(
         predictions = predicting.predict(
             flow_execution,
             spec,
-            locked.task_name,
+            spec.dag.in_order(spec.dag.descendants(locked.task_name)),
             correction_id=correction.pk,
             executed=execute_flow,
+            continuing=(locked.task_name,) if looped else (),
         )
     return CorrectionResult(
         locked,

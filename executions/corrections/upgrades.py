@@ -17,7 +17,7 @@ from django.db import transaction
 
 from executions import locking, selectors
 from executions.corrections import preview, records
-from executions.engine import upgrading
+from executions.engine import predicting, upgrading
 from executions.models import Correction, FlowExecution, TaskExecution, UpgradeJob
 from flowplatform.exceptions import Conflict, InvalidInput
 from flows import changes
@@ -48,6 +48,8 @@ class UpgradeResult:
     dry_run: bool = False
     preview_token: str | None = None
     correction: Correction | None = None
+    # A dry run's (`predict`): what each task to run would do (executions.engine.predicting).
+    predictions: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def target_version(
@@ -113,7 +115,11 @@ def upgrade_flow_execution(
     preview_token: str | None = None,
     issue_token: bool = False,
     job: UpgradeJob | None = None,
+    predict: bool = False,
 ) -> UpgradeResult:
+    """Upgrade the flow execution to `flow_version` (the flow's latest when None), as one
+    Correction. `predict` (a dry run's, in its rolled-back transaction): also run the pure
+    tasks of what it makes run, for the predictions (engine.predicting)."""
     flow_execution = locking.flow_execution_for_write(
         flow_execution.organization, flow_execution.pk
     )
@@ -159,7 +165,14 @@ def upgrade_flow_execution(
         to_run = spec.dag.in_order({*upgraded.stale_tasks, *upgraded.change.added})
     else:
         to_run = spec.dag.in_order({a.task_name for a in upgraded.started})
+    predictions: dict[str, dict[str, Any]] = {}
+    if predict:
+        affected = spec.dag.in_order({*upgraded.stale_tasks, *upgraded.change.added})
+        predictions = predicting.predict(
+            flow_execution, spec, affected, correction_id=correction.pk, executed=execute_flow
+        )
     return UpgradeResult(
+        predictions=predictions,
         flow_execution=flow_execution,
         from_version=from_version,
         to_version=version.version,
@@ -173,10 +186,13 @@ def upgrade_flow_execution(
     )
 
 
-def preview_upgrade(flow_execution: FlowExecution, **kwargs: Any) -> UpgradeResult:
+def preview_upgrade(
+    flow_execution: FlowExecution, *, predict: bool = False, **kwargs: Any
+) -> UpgradeResult:
     """`dry_run`: the same upgrade in a transaction that is rolled back (nothing written, no
-    job enqueued), with the preview token that binds a later upgrade to what it saw."""
+    job enqueued), with the preview token that binds a later upgrade to what it saw; with
+    `predict` (one execution's dry run in the API), the predictions of what would run."""
     with transaction.atomic():
-        result = upgrade_flow_execution(flow_execution, issue_token=True, **kwargs)
+        result = upgrade_flow_execution(flow_execution, issue_token=True, predict=predict, **kwargs)
         transaction.set_rollback(True)
     return replace(result, dry_run=True, correction=None, started=[])

@@ -1,15 +1,16 @@
-"""What-if predictions for a dry run: what each task downstream of a correction would do once
-its stale set runs again, and with what values where they can be known without side effects.
+"""What-if predictions for a dry run: what each task downstream of a correction (or an upgrade)
+would do once its stale set runs again, and with what values where they can be known without
+side effects.
 
-A dry run (corrections.task_executions.preview_correction) applies the correction in a
-transaction that is rolled back. Inside it, after the correction propagated, `predict` runs
-the cascade on the engine's own code: the queued attempts of the affected tasks whose type is
-pure (`transform`, and any executor declaring `pure = True`) run as a wave group
-(engine.waves), exactly as the job that follows the real correction runs them: same inputs,
-same early cutoff, same loops, same retries. What that produced is then read back; the
-rollback drops it with the correction, and the jobs it would have enqueued (on-commit hooks of
-a rolled-back transaction are never run). So a prediction is the real engine's answer, not a
-second implementation of it.
+A dry run (corrections.task_executions.preview_correction, corrections.upgrades.preview_upgrade)
+applies the correction in a transaction that is rolled back. Inside it, after the correction
+propagated, `predict` runs the cascade on the engine's own code: the queued attempts of the
+affected tasks whose type is pure (`transform`, and any executor declaring `pure = True`) run
+as a wave group (engine.waves), exactly as the job that follows the real correction runs them:
+same inputs, same early cutoff, same loops, same retries. What that produced is then read
+back; the rollback drops it with the correction, and the jobs it would have enqueued
+(on-commit hooks of a rolled-back transaction are never run). So a prediction is the real
+engine's answer, not a second implementation of it.
 
 A task of a type with side effects (`python`, `http`, `human`) is never run here: it is
 reported "unknown" (with its input, when that resolved), and so is every task that needs its
@@ -37,22 +38,24 @@ _COLUMNS = ("id", "input", "output", "error", "reused_from_id", "started_by_corr
 def predict(
     flow_execution: FlowExecution,
     spec: FlowSpec,
-    task_name: str,
+    affected: list[str],
     *,
     correction_id: uuid.UUID,
     executed: bool,
+    continuing: tuple[str, ...] = (),
 ) -> dict[str, dict[str, Any]]:
-    """Predictions for the tasks downstream of `task_name`, after its new output propagated
-    for the correction `correction_id` (with `executed`: its stale set was scheduled to run
-    again; without, the prediction is of running it: `?only=stale`). Call inside the dry run's
-    rolled-back transaction, with the flow execution's row locked.
+    """Predictions for the `affected` tasks (in dependency order: a corrected task's
+    dependents, or what an upgrade made stale or added), after the correction `correction_id`
+    propagated (with `executed`: its stale set was scheduled to run again; without, the
+    prediction is of running it: `?only=stale`). `continuing`: looped tasks that carry on too
+    without being predicted (one corrected at an iteration: its later rounds, its output). Call
+    inside the dry run's rolled-back transaction, with the flow execution's row locked.
 
     Task name → `{"action": "run" | "reuse" | "unknown", "input", "output"}` in dependency
     order; "input" and "output" only where known (a failure predicted for a pure task has
     "error" instead of "output"; a looped task's input is its iterations' inputs, in order).
     A few queries per wave group, whatever the number of tasks.
     """
-    affected = spec.dag.in_order(spec.dag.descendants(task_name))
     if not affected:
         return {}
     if not executed:  # what running the stale set would do: lifecycle.reexecute(only_stale)
@@ -64,8 +67,7 @@ def predict(
             [n for n in stale if n in spec.tasks],
             correction_id=correction_id,
         )
-    # A looped task corrected at one iteration carries on too (its later rounds, its output).
-    simulated = [task_name, *affected] if spec.tasks[task_name].loop else affected
+    simulated = [*continuing, *affected]
     _simulate(flow_execution, spec, [t for t in simulated if get_executor(spec.tasks[t].type).pure])
     return _read(flow_execution, spec, affected, correction_id)
 

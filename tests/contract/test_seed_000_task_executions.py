@@ -56,6 +56,7 @@ RESPONSE_FIELDS = {
 CORRECTION_FIELDS = {
     "stale_tasks",
     "stale_iterations",
+    "predictions",
     "started_tasks",
     "new_attempts",
     "dry_run",
