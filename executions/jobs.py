@@ -19,7 +19,7 @@ from django_tasks_db.models import DBTaskResult
 
 from executions import leases
 from executions.models import TaskExecution, UpgradeJob
-from flowplatform import rls
+from flowplatform import logcontext, rls
 
 logger = logging.getLogger("flowplatform.engine")
 
@@ -32,9 +32,10 @@ def run_task_attempt(task_execution_id: str, organization_id: str | None = None)
     # here because the engine enqueues this job, so a module-level import would be a cycle.
     from executions.engine import worker
 
-    worker.run_attempt(
-        uuid.UUID(task_execution_id), uuid.UUID(organization_id) if organization_id else None
-    )
+    with logcontext.scope(organization_id=organization_id):
+        worker.run_attempt(
+            uuid.UUID(task_execution_id), uuid.UUID(organization_id) if organization_id else None
+        )
 
 
 @task()
@@ -43,11 +44,12 @@ def run_pure_wave(flow_execution_id: str, attempt_ids: list[str], organization_i
     make ready, in the scheduling loop (engine.waves)."""
     from executions.engine import worker  # an edge calling up into the engine, as above
 
-    worker.run_wave(
-        uuid.UUID(flow_execution_id),
-        [uuid.UUID(a) for a in attempt_ids],
-        uuid.UUID(organization_id),
-    )
+    with logcontext.scope(organization_id=organization_id):
+        worker.run_wave(
+            uuid.UUID(flow_execution_id),
+            [uuid.UUID(a) for a in attempt_ids],
+            uuid.UUID(organization_id),
+        )
 
 
 def with_commit(enqueue: Callable[[], Any]) -> None:

@@ -16,7 +16,7 @@ from django.db import transaction
 from django.http import Http404, HttpRequest, HttpResponse
 from django.urls import reverse
 
-from flowplatform import rls
+from flowplatform import logcontext, rls
 from flowplatform.admin import organization_ids as admin_organization_ids
 from flowplatform.api.errors import error_response, server_error_response
 from flowplatform.headers import REQUEST_ID_HEADER
@@ -45,7 +45,8 @@ class RequestIdMiddleware:
         request.request_id = request_id
         token = current_request_id.set(request_id)
         try:
-            response = self.get_response(request)
+            with logcontext.scope():  # what the request binds (its organization) ends with it
+                response = self.get_response(request)
         finally:
             current_request_id.reset(token)
         response[REQUEST_ID_HEADER] = request_id

@@ -13,6 +13,17 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
+# Logs (text or JSON lines, LOGGING) and /metrics (its token): the settings of observability.
+from flowplatform.settings_observability import LOGGING, METRICS_TOKEN  # noqa: F401
+
+# Webhook deliveries: timeout, backoff, retry period (flowplatform.webhooks).
+from flowplatform.settings_webhooks import (  # noqa: F401
+    FLOWPLATFORM_WEBHOOK_BACKOFF_SECONDS,
+    FLOWPLATFORM_WEBHOOK_MAX_BACKOFF_SECONDS,
+    FLOWPLATFORM_WEBHOOK_RETRY_SECONDS,
+    FLOWPLATFORM_WEBHOOK_TIMEOUT_SECONDS,
+)
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(os.environ.get("FLOWPLATFORM_VAR_DIR", BASE_DIR / "var"))
 
@@ -155,6 +166,7 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "simple_history",
     "flowplatform.tenancy",
+    "flowplatform.webhooks",
     "flows",
     "executions",  # before django_tasks_db: its db_worker (leases, reaper, graceful stop) wins
     "outputs",
@@ -162,6 +174,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "flowplatform.metrics.RequestLatencyMiddleware",
     "flowplatform.middleware.RequestIdMiddleware",
     "flowplatform.middleware.JsonErrorMiddleware",
     "flowplatform.middleware.ContentLengthRequiredMiddleware",
@@ -367,29 +380,6 @@ SPECTACULAR_SETTINGS = {
         "TaskExecutionStatusEnum": "executions.models.TaskExecution.Status",
         "FlowExecutionStatusEnum": "executions.models.FlowExecution.Status",
         "PredictionActionEnum": "executions.correction_serializers.PREDICTION_ACTIONS",
-    },
-}
-
-LOG_LEVEL = env_choice("LOG_LEVEL", "info", ("debug", "info", "warning", "error")).upper()
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "filters": {"request_id": {"()": "flowplatform.middleware.RequestIdLogFilter"}},
-    "formatters": {
-        "plain": {"format": "%(asctime)s %(levelname)s [%(request_id)s] %(name)s: %(message)s"},
-    },
-    "handlers": {
-        "console": {
-            "class": "logging.StreamHandler",
-            "formatter": "plain",
-            "filters": ["request_id"],
-        },
-    },
-    "root": {"handlers": ["console"], "level": LOG_LEVEL},
-    "loggers": {
-        "django.request": {"level": "ERROR"},
-        "django.server": {"level": "WARNING"},
-        "django.tasks": {"level": "WARNING"},
     },
 }
 

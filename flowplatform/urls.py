@@ -7,10 +7,11 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, Spec
 
 from executions.upgrade_views import FlowUpgradeViewSet, UpgradeJobViewSet
 from executions.views import CorrectionViewSet, FlowExecutionViewSet, TaskExecutionViewSet
-from flowplatform import health
+from flowplatform import health, metrics_endpoint
 from flowplatform.api import schema  # noqa: F401  (registers the Bearer key scheme's description)
 from flowplatform.api.views import Router
 from flowplatform.middleware import not_found_view
+from flowplatform.webhooks.views import WebhookEndpointViewSet
 from flows.views import FlowViewSet
 from outputs.views import TaskOutputViewSet
 
@@ -22,6 +23,7 @@ router.register("task-executions", TaskExecutionViewSet, basename="task-executio
 router.register("task-outputs", TaskOutputViewSet, basename="task-output")
 router.register("corrections", CorrectionViewSet, basename="correction")
 router.register("upgrade-jobs", UpgradeJobViewSet, basename="upgrade-job")
+router.register("webhook-endpoints", WebhookEndpointViewSet, basename="webhook-endpoint")
 
 # The product's name in every admin page's header and title (templates/admin/base_site.html).
 admin.site.site_header = admin.site.site_title = "flowplatform"
@@ -30,6 +32,7 @@ admin.site.index_title = "Operator console"
 urlpatterns = [
     re_path(r"^healthz/?$", health.healthz, name="healthz"),
     re_path(r"^readyz/?$", health.readyz, name="readyz"),
+    re_path(r"^metrics/?$", metrics_endpoint.scrape, name="metrics"),
     re_path(r"^api/schema/?$", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
     path("api/redoc/", SpectacularRedocView.as_view(url_name="schema"), name="redoc"),

@@ -199,6 +199,14 @@ def test_db_worker_runs_the_queued_attempts_and_exits_in_batch_mode(
     ) == [(0,)]
 
 
+def test_webhook_endpoints_lists_and_refuses_a_host_not_allowed(shell: Shell, demo: dict) -> None:
+    assert shell("webhook_endpoints", "--org", "demo", "list").stdout == ""
+    args = ["add", "--url", "https://evil.example/", "--event", "flow_execution.settled"]
+    refused = shell("webhook_endpoints", "--org", "demo", *args, status=1).stderr
+    assert refused.startswith("CommandError: --url: host of 'https://evil.example/' is not allowed")
+    assert refused.count("\n") == 1, refused  # one line, no traceback
+
+
 def test_every_command_readme_lists_is_run_here() -> None:
     """Keep this module in step with README: a command README lists must be run above."""
     listed = readme_commands()

@@ -51,6 +51,8 @@ from executions.models import Correction, FlowExecution, TaskExecution, UpgradeJ
 from executions.services import start_flow_execution
 from flowplatform.tenancy.models import Organization
 from flowplatform.tenancy.services import create_api_key, create_organization
+from flowplatform.webhooks.models import EventType, WebhookDelivery, WebhookEndpoint
+from flowplatform.webhooks.services import create_endpoint
 from flows.models import Flow
 from flows.services import create_flow, update_flow
 from outputs.models import TaskOutput
@@ -77,6 +79,7 @@ SEED = os.environ.get("FUZZ_SEED")
 # example runs a flow and its steps, corrections and upgrades (about 0.5 s on SQLite).
 # FUZZ_DAG_EXAMPLES=200 explores further; FUZZ_SEED applies to it too.
 DAG_EXAMPLES = int(os.environ.get("FUZZ_DAG_EXAMPLES", "30"))
+HOOK_URL = "http://127.0.0.1:9/hooks"
 FLOW_INPUTS = {
     "document-review": {"document": "Quarterly report " * 50},
     "word-stats": {"text": "the quick brown fox jumps over the lazy dog"},
@@ -94,6 +97,7 @@ class Rows:
     task_outputs: list[TaskOutput] = field(default_factory=list)
     corrections: list[Correction] = field(default_factory=list)
     upgrade_jobs: list[UpgradeJob] = field(default_factory=list)
+    webhook_endpoints: list[WebhookEndpoint] = field(default_factory=list)
 
     def named(self) -> dict[str, Any]:
         """`flow:word-stats`, `run:word-stats`, `te:review`, `out:extract`, … (task names are
@@ -101,6 +105,8 @@ class Rows:
         names: dict[str, Any] = {"org": self.organization, "correction": self.corrections[0]}
         if self.upgrade_jobs:
             names["job"] = self.upgrade_jobs[0]
+        names["hook"] = self.webhook_endpoints[0]
+        names["delivery"] = WebhookDelivery.objects.filter(endpoint=names["hook"]).first()
         for flow, run in zip(self.flows, self.flow_executions, strict=True):
             names[f"flow:{flow.name}"] = flow
             names[f"run:{flow.name}"] = run
@@ -113,6 +119,10 @@ def populate(organization: Organization, flows: tuple[str, ...] = tuple(FLOW_INP
     """The example flows and one run of each (document-review waits for its human review), and
     a correction of word-stats' first task, which makes its dependents stale."""
     rows = Rows(organization)
+    # An endpoint for every event, on a port where nothing listens: its deliveries fail fast.
+    rows.webhook_endpoints.append(
+        create_endpoint(organization, url=HOOK_URL, events=EventType.values).endpoint
+    )
     for name in flows:
         flow_input = FLOW_INPUTS[name]
         definition = (EXAMPLES / f"{name}.yaml").read_text()
@@ -154,7 +164,8 @@ CURRENT: dict[str, World] = {}
 
 
 @pytest.fixture
-def world(transactional_db: None) -> Iterator[World]:
+def world(transactional_db: None, settings: Any) -> Iterator[World]:
+    settings.FLOWPLATFORM_HTTP_ALLOWED_HOSTS = ["127.0.0.1:9"]  # HOOK_URL's, and nothing else
     organization = create_organization("fuzz")
     keys = {
         scope: create_api_key(organization, name=scope, scopes=scopes).secret
@@ -306,6 +317,21 @@ EXPLICIT = {
     "DELETE /task-outputs/{id}": [_at("out:total", headers={"X-Correction-Reason": "wrong"})],
     "GET /corrections": [{"query": {"flow_execution_id": "@run:word-stats.id"}}],
     "GET /corrections/{id}": [_at("correction")],
+    "GET /webhook-endpoints": [{"query": {"limit": 1, "offset": 0}}],
+    "POST /webhook-endpoints": [
+        {"body": {"url": HOOK_URL, "events": ["correction.applied"], "description": "new"}},
+        {"body": {"url": "http://evil.example/", "events": ["nope"]}},
+    ],
+    "GET /webhook-endpoints/{id}": [_at("hook")],
+    "PUT /webhook-endpoints/{id}": [
+        _at("hook", body={"url": HOOK_URL, "events": ["flow_execution.settled"], "enabled": False})
+    ],
+    "PATCH /webhook-endpoints/{id}": [_at("hook", body={"events": ["upgrade_job.finished"]})],
+    "DELETE /webhook-endpoints/{id}": [_at("hook")],
+    "GET /webhook-endpoints/{id}/deliveries": [_at("hook", query={"limit": 2})],
+    "POST /webhook-endpoints/{id}/deliveries/{delivery_id}/send-again": [
+        {"path_parameters": {"id": "@hook.id", "delivery_id": "@delivery.id"}}
+    ],
 }
 
 

@@ -20,7 +20,7 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Permission
 from django.core.management import call_command
 from django.db import DatabaseError, connection, transaction
-from django.test import Client
+from django.test import Client, override_settings
 
 from executions.models import Correction, FlowExecution, TaskExecution
 from flowplatform import rls
@@ -64,6 +64,16 @@ def api(tenant: Tenant, method: str, path: str, body: Any = None, **headers: Any
 def populate(tenant: Tenant) -> dict[str, str]:
     """Rows in every tenant table, made the way users make them: through the API (so the
     product's scopes are exercised), plus an admin membership."""
+    with override_settings(FLOWPLATFORM_HTTP_ALLOWED_HOSTS=["127.0.0.1:9"]):  # nothing listens
+        hook = api(
+            tenant,
+            "post",
+            "/webhook-endpoints",
+            {
+                "url": "http://127.0.0.1:9/hooks",
+                "events": ["correction.applied", "correction.settled"],
+            },
+        )
     flow = api(tenant, "post", "/flows", {"name": "chain", "definition": CHAIN})
     execution = api(tenant, "post", "/flow-executions", {"flow_id": flow["id"]})
     attempts = api(tenant, "get", f"/task-executions?flow_execution_id={execution['id']}")
@@ -84,6 +94,10 @@ def populate(tenant: Tenant) -> dict[str, str]:
     # A second version, and an upgrade job (a dry run: the execution stays as it is).
     api(tenant, "patch", f"/flows/{flow['id']}", {"definition": CHAIN + "    version: '2'\n"})
     job = api(tenant, "post", f"/flows/{flow['id']}/upgrade-executions?dry_run=true", {})
+    # A correction that leaves its flow execution stale: its correction.settled waits.
+    second = api(tenant, "post", "/flow-executions", {"flow_id": flow["id"]})
+    attempts = api(tenant, "get", f"/task-executions?flow_execution_id={second['id']}&task_name=a")
+    api(tenant, "patch", f"/task-executions/{attempts['results'][0]['id']}", {"output": {"x": 3}})
     return {
         "flow": flow["id"],
         "flow_execution": execution["id"],
@@ -91,6 +105,7 @@ def populate(tenant: Tenant) -> dict[str, str]:
         "task_output": outputs["results"][0]["id"],
         "correction": corrections["results"][0]["id"],
         "upgrade_job": job["id"],
+        "webhook_endpoint": hook["id"],
     }
 
 
@@ -257,7 +272,9 @@ def test_the_api_works_under_row_level_security(tenant, strict_rls):
         assert execution.status == "completed"
         corrected = TaskExecution.objects.filter(flow_execution=execution, task_name="c")
         assert corrected.latest("task_execution_idx").output == {"x": 2}
-        assert Correction.objects.count() == 1  # the output; a tags-only edit is not one
+        # the first run's output and the second's (a tags-only edit is not one)
+        assert Correction.objects.filter(flow_execution=execution).count() == 1
+        assert Correction.objects.count() == 2
         assert IdempotencyKey.objects.get().state == "completed"
     for path in ["/flows", "/flow-executions", "/task-executions", "/task-outputs", "/corrections"]:
         assert api(tenant, "get", path)["count"] >= 1, path
@@ -278,6 +295,7 @@ def test_cross_tenant_requests_on_every_route_and_method_are_404_and_write_nothi
         "task-outputs": "task_output",
         "corrections": "correction",
         "upgrade-jobs": "upgrade_job",
+        "webhook-endpoints": "webhook_endpoint",
     }
     with rls.bypass("test", "snapshot"):
         before = {m: list(m.objects.order_by("pk").values()) for m in tenant_tables().values()}

@@ -7,6 +7,8 @@ import uuid
 from typing import Any
 
 from executions.models import Correction, FlowExecution, TaskExecution
+from flowplatform import logcontext
+from flowplatform.webhooks import events
 from outputs.models import TaskOutput
 
 
@@ -54,8 +56,9 @@ def open_correction(
     iteration: int | None = None,
 ) -> Correction:
     """The record of a correction being made: what it starts from. Its stale causes and
-    started attempts point at it, so it exists before they are written."""
-    return Correction.objects.create(
+    started attempts point at it, so it exists before they are written. The rest of the
+    request, command or job logs its id (flowplatform.logcontext)."""
+    correction = Correction.objects.create(
         organization_id=flow_execution.organization_id,
         flow_execution=flow_execution,
         task_name=task_name,
@@ -69,6 +72,8 @@ def open_correction(
         before=before,
         execute_flow=execute_flow,
     )
+    logcontext.bind(correction_id=correction.pk)
+    return correction
 
 
 def close_correction(
@@ -80,12 +85,14 @@ def close_correction(
     stale_iterations: dict[str, list[int]] | None = None,
 ) -> Correction:
     """What the correction ended with: the state after, the tasks it made stale (dependency
-    order) and the task output it published, edited or deleted."""
+    order) and the task output it published, edited or deleted. Its webhook events go out
+    once the transaction commits (flowplatform.webhooks.events)."""
     correction.after = after
     correction.stale_tasks = stale_tasks
     correction.stale_iterations = stale_iterations or {}
     correction.task_output = task_output
     correction.save(update_fields=["task_output", "after", "stale_tasks", "stale_iterations"])
+    events.correction_recorded(correction)
     return correction
 
 

@@ -32,8 +32,9 @@ from django.utils import timezone
 from executions import jobs
 from executions.corrections import upgrades
 from executions.models import Correction, FlowExecution, UpgradeJob, UpgradeJobItem
-from flowplatform import rls
+from flowplatform import logcontext, rls
 from flowplatform.exceptions import DomainError, InvalidInput
+from flowplatform.webhooks import events
 from flows.models import Flow
 
 logger = logging.getLogger("flowplatform.engine")
@@ -141,7 +142,8 @@ def _as_kwargs(filters: dict[str, Any]) -> dict[str, Any]:
 @task()
 def run_upgrade_job(job_id: str, organization_id: str) -> None:
     """The tasks backend's entry: work through the job's pending executions."""
-    process(uuid.UUID(job_id), uuid.UUID(organization_id))
+    with logcontext.scope(organization_id=organization_id):
+        process(uuid.UUID(job_id), uuid.UUID(organization_id))
 
 
 def process(
@@ -195,6 +197,8 @@ def _batch(job_id: uuid.UUID) -> tuple[UpgradeJob, bool]:
         job.status, job.lease_expires_at = JobStatus.COMPLETED, None
         job.finished_at = timezone.now()
     job.save()
+    if not more:
+        events.upgrade_job_finished(job)
     return job, more
 
 
@@ -202,6 +206,7 @@ def _lease_end() -> datetime:
     return timezone.now() + timedelta(seconds=settings.FLOWPLATFORM_UPGRADE_LEASE_SECONDS)
 
 
+@logcontext.scope()  # each item's correction id ends with the item
 def _upgrade_item(job: UpgradeJob, item: UpgradeJobItem) -> None:
     """Upgrade (or preview) one execution in a savepoint; record what became of it."""
     flow_execution = item.flow_execution

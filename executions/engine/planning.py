@@ -19,6 +19,7 @@ from executions.executors import get_executor
 from executions.models import FlowExecution, TaskExecution
 from executions.selectors import Attempt
 from flowplatform import bulksql
+from flowplatform.webhooks import events
 from flows.definitions import FlowSpec
 from flows.expressions import ExpressionError
 
@@ -235,6 +236,7 @@ class Planner:
             publishing.publish_many(self.flow_execution, results, reused, self.reusable)
         queued = [a for a in created if a.status == Status.QUEUED]
         enqueue(self.flow_execution, self.spec, loop_steps.window(self.spec, queued))
+        announce_waiting(self.flow_execution, self.spec, created)
 
     def attempt(self, task: str, now: Any) -> TaskExecution:
         """The task's next attempt: its input resolved now; reused (early cutoff), waiting for
@@ -266,6 +268,13 @@ class Planner:
         human = get_executor(self.spec.tasks[task].type).waits_for_person
         move = transitions.AWAIT_PERSON if human else transitions.QUEUE
         return transitions.new_attempt(move, **fields)
+
+
+def announce_waiting(flow_execution: FlowExecution, spec: FlowSpec, created: list) -> None:
+    """task_execution.waiting for the attempts of human tasks among those just inserted."""
+    waiting = [a for a in created if a.status == Status.RUNNING]  # AWAIT_PERSON's target
+    human = [a.pk for a in waiting if get_executor(spec.tasks[a.task_name].type).waits_for_person]
+    events.attempts_waiting(flow_execution.organization_id, human)
 
 
 # Retries and fan-in --------------------------------------------------------------------------

@@ -16,7 +16,8 @@ from django.utils import timezone
 from executions import jobs, leases, locking, transitions
 from executions.engine import advancing, planning, status
 from executions.models import TaskExecution
-from flowplatform import rls
+from flowplatform import logcontext, rls
+from flowplatform.webhooks import delivering
 from flows.definitions import spec_for
 
 logger = logging.getLogger("flowplatform.engine")
@@ -65,12 +66,16 @@ def reap_expired(limit: int = 1000) -> list[Reaped]:
     try:
         jobs.requeue_stranded_jobs(limit)
         jobs.requeue_stalled_upgrades()
+        delivering.requeue_lost_deliveries()
     except Exception:
         logger.exception("re-queueing stranded jobs failed")
     reaped: list[Reaped] = []
     for (organization_id, flow_execution_id), ids in groups.items():
         try:  # one flow execution that cannot be reaped must not stop the others' reaping
-            with rls.tenant_scope(organization_id):
+            with (
+                rls.tenant_scope(organization_id),
+                logcontext.scope(organization_id=organization_id),
+            ):
                 reaped += _reap(flow_execution_id, ids)
         except Exception:
             logger.exception("reaping flow execution %s failed", flow_execution_id)

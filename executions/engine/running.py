@@ -11,6 +11,7 @@ from typing import Any
 from executions import leases
 from executions.executors import ExecutorResult, TaskFailed, get_executor
 from executions.models import TaskExecution
+from flowplatform import metrics
 from flows.definitions import FlowSpec
 
 logger = logging.getLogger("flowplatform.engine")
@@ -32,7 +33,7 @@ def execute(
             raise spec
         task = spec.tasks[attempt.task_name]
         executor = get_executor(task.type)
-        with hold or nullcontext():
+        with hold or nullcontext(), metrics.timed_task(task.type):
             ran = executor.run(attempt.input, task.config)
         output = json.loads(json.dumps(ran.output))
         summary = ran.summary

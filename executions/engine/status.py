@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from executions import selectors, transitions
 from executions.executors import get_executor
 from executions.models import FlowExecution, TaskExecution
+from flowplatform.webhooks import events
 from flows.definitions import FlowSpec
 
 Status = TaskExecution.Status
@@ -68,6 +69,8 @@ def refresh_status(flow_execution: FlowExecution, spec: FlowSpec, *, live: bool 
         status = settled_status(spec, latest, current)
     if status != current:
         transitions.derive_flow(flow_execution, status)
+        if status in events.SETTLED:
+            events.flow_execution_settled(flow_execution)
     return status
 
 
@@ -91,6 +94,8 @@ def refresh_status_from(
         status = settled_status(spec, latest, current)
     if status != current:
         transitions.derive_flow(flow_execution, status)
+        if status in events.SETTLED:
+            events.flow_execution_settled(flow_execution)
     return status
 
 

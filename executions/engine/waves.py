@@ -284,6 +284,7 @@ class Group:
         if self.claimed:
             transitions.record_claimed(self.claimed, now=now)
         bulksql.insert_many(self.created, now=now)
+        planning.announce_waiting(self.flow_execution, self.spec, self.created)
         planner = self.planner
         if planner.retiring:  # iterations a looped task planned here dropped
             loop_steps.retire(planner.retiring, now=now)

@@ -30,7 +30,7 @@ from executions.engine import (
 )
 from executions.executors import ExecutorResult
 from executions.models import FlowExecution, TaskExecution
-from flowplatform import dbretry, rls
+from flowplatform import dbretry, logcontext, rls
 from flows.definitions import FlowSpec, cached_spec, spec_for
 
 logger = logging.getLogger("flowplatform.engine")
@@ -65,6 +65,7 @@ def run_attempt(attempt_id: uuid.UUID, organization_id: uuid.UUID | None = None)
             )
             if attempt is None:
                 return  # cancelled, already run by another worker, or gone
+            logcontext.bind(correction_id=attempt.started_by_correction_id)
             now = timezone.now()
             flow_execution = attempt.flow_execution
             if flow_execution.status in transitions.FLOW_START.sources:

@@ -1,5 +1,6 @@
 """The `http` task type: a JSON request to an allow-listed host, with no redirects, bounded in
-time and size; every check made when a flow is saved is made again at run time."""
+time and size; every check made when a flow is saved is made again at run time. Webhook
+deliveries go out by the same rules and code (flowplatform.webhooks.sending)."""
 
 from __future__ import annotations
 
@@ -148,7 +149,7 @@ class HttpExecutor(Executor):
         method = str(config.get("method", "POST")).upper()
         body = None if method == "GET" else json.dumps(input).encode()
         timeout = config.get("timeout", settings.FLOWPLATFORM_HTTP_TIMEOUT_SECONDS)
-        raw = _exchange(
+        raw = exchange(
             target,
             method,
             body,
@@ -172,7 +173,7 @@ class HttpExecutor(Executor):
             raise TaskFailed("the response is not JSON", "HttpError") from None
 
 
-def _exchange(
+def exchange(
     target: HttpTarget,
     method: str,
     body: bytes | None,

@@ -11,6 +11,7 @@ from typing import Any
 from rest_framework import authentication, exceptions, permissions
 from rest_framework.request import Request
 
+from flowplatform import logcontext
 from flowplatform.exceptions import DomainError
 from flowplatform.tenancy.models import ApiKey
 from flowplatform.tenancy.services import KEY_PREFIX, authenticate_key
@@ -75,6 +76,7 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
         if api_key is None:
             logger.warning("authentication failed for %s", describe_presented_key(raw_key))
             raise exceptions.AuthenticationFailed("Invalid, revoked or expired API key.")
+        logcontext.bind(organization_id=api_key.organization_id)
         return ApiClient(api_key), api_key
 
     def authenticate_header(self, request: Request) -> str:

@@ -8,6 +8,7 @@ no definition names a test module. A python callable must be defined here, not i
 from __future__ import annotations
 
 import json
+import logging
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -96,3 +97,9 @@ def catches_everything(input: Any) -> Any:
         return {"complete": True}
     except Exception:
         return {"fallback": True}
+
+
+def logs_a_line(input: Any) -> Any:
+    """Logs one line as it runs (tests/test_logging.py reads its fields), and returns its input."""
+    logging.getLogger("tests.callables").warning("logs_a_line ran")
+    return input
