@@ -8,7 +8,6 @@ the test's tmp dir, or to docs/screenshots/ (the README's) with FLOWPLATFORM_SCR
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +22,8 @@ from tests.helpers.browser import (
     WIDTH,
     create_operator,
     logged_in_page,
+    screenshot,
+    screenshot_dir,
     skip_module_without_chromium,
 )
 from tests.helpers.console import pile_attempts
@@ -33,7 +34,6 @@ from tests.helpers.tenants import Tenant
 pytestmark = pytest.mark.django_db(transaction=True)
 skip_module_without_chromium()
 
-SCREENSHOTS = Path(__file__).resolve().parent.parent / "docs" / "screenshots"
 # fetch → parse → (totals, vendor) → report. A new page count changes totals, not vendor: a
 # corrected fetch re-runs parse, totals and report, and vendor reuses its result.
 INVOICE_INTAKE = """\
@@ -96,21 +96,11 @@ def page(
         yield page
 
 
-def screenshot_dir(tmp_path: Path) -> Path:
-    if os.environ.get("FLOWPLATFORM_SCREENSHOTS") == "1":
-        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-        return SCREENSHOTS
-    return tmp_path
-
-
 def check_page(page: Page, directory: Path, name: str) -> None:
     """A screenshot (taken first: it shows what a failure below is about); then accessible
     (axe-core), no wider than the window, and nothing in it cut off or in a box that scrolls
     sideways."""
-    page.evaluate("window.scrollTo(0, 0)")  # else admin's sticky sidebar lands mid-picture
-    path = directory / f"{name}.png"
-    page.screenshot(path=path, full_page=True)
-    assert path.stat().st_size > 0
+    path = screenshot(page, directory, name)
     assert_accessible(page)
     overflow = page.evaluate("document.documentElement.scrollWidth")
     sticking_out = page.evaluate(

@@ -10,7 +10,6 @@ goes to the test's tmp dir, or to docs/screenshots/ (the README's) with FLOWPLAT
 from __future__ import annotations
 
 import json
-import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,6 +26,8 @@ from tests.helpers.browser import (
     WIDTH,
     create_operator,
     logged_in_page,
+    screenshot,
+    screenshot_dir,
     skip_module_without_chromium,
 )
 from tests.helpers.flows import latest
@@ -35,7 +36,6 @@ from tests.helpers.tenants import Tenant
 pytestmark = pytest.mark.django_db(transaction=True)
 skip_module_without_chromium()
 
-SCREENSHOTS = Path(__file__).resolve().parent.parent / "docs" / "screenshots"
 # fetch → enrich → report, and side, which report also reads.
 FLOW = """\
 tasks:
@@ -81,18 +81,6 @@ def open_form(page: Page, base_url: str, attempt: TaskExecution) -> None:
     response = page.goto(f"{base_url}/admin/executions/taskexecution/{attempt.id}/change/")
     assert response is not None
     assert response.status == 200
-
-
-def screenshot(page: Page, tmp_path: Path, name: str) -> Path:
-    directory = tmp_path
-    if os.environ.get("FLOWPLATFORM_SCREENSHOTS") == "1":
-        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-        directory = SCREENSHOTS
-    page.evaluate("window.scrollTo(0, 0)")  # else admin's sticky sidebar lands mid-picture
-    path = directory / f"{name}.png"
-    page.screenshot(path=path, full_page=True)
-    assert path.stat().st_size > 0
-    return path
 
 
 def test_edit_an_output_see_the_live_preview_and_save(
@@ -144,7 +132,7 @@ def test_edit_an_output_see_the_live_preview_and_save(
     assert_accessible(page)
     width = page.evaluate("document.documentElement.scrollWidth")
     assert width <= WIDTH, f"the correction form is {width}px wide at {WIDTH}px"
-    screenshot(page, tmp_path, "correction-form")
+    screenshot(page, screenshot_dir(tmp_path), "correction-form")
 
     with page.expect_navigation():
         page.locator('input[name="_save"]').click()

@@ -91,3 +91,24 @@ def logged_in_page(base_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[P
         # storage: close the ones the test opened, or PostgreSQL cannot drop the test database.
         connections.close_all()
     assert js_errors == [], f"JavaScript errors in the admin: {js_errors}"
+
+
+# Screenshots: README's (docs/screenshots/) with FLOWPLATFORM_SCREENSHOTS=1, else a tmp dir.
+
+SCREENSHOTS = Path(__file__).resolve().parent.parent.parent / "docs" / "screenshots"
+
+
+def screenshot_dir(tmp_path: Path) -> Path:
+    if os.environ.get("FLOWPLATFORM_SCREENSHOTS") == "1":
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        return SCREENSHOTS
+    return tmp_path
+
+
+def screenshot(page: Page, directory: Path, name: str) -> Path:
+    """The whole page as `directory`/`name`.png, from its top."""
+    page.evaluate("window.scrollTo(0, 0)")  # else admin's sticky sidebar lands mid-picture
+    path = directory / f"{name}.png"
+    page.screenshot(path=path, full_page=True)
+    assert path.stat().st_size > 0
+    return path
